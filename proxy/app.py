@@ -1,0 +1,188 @@
+"""The aiohttp application: the call boundary, own endpoints and resource lifetimes.
+
+``create_app`` wires the route table, one token holder per token source and the
+forwarder, and owns their lifetime through ``cleanup_ctx``: client sessions open at
+start-up and close on shutdown, background refreshes are cancelled. Every call,
+proxied or not, passes one middleware that assigns the request id, turns errors into
+the shared JSON answer and writes the one ``request.completed`` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from proxy.config import ProxyConfig
+from proxy.errors import ProxyError, error_response, proxy_error_response
+from proxy.forwarding import CallRecord, Forwarder, UpstreamBodyInterrupted
+from proxy.observability import request_id_from
+from proxy.routing import RouteTable
+from proxy.token_sources import ClientCredentialsSource
+from proxy.tokens import Backoff, TokenHolder
+
+log = structlog.get_logger("proxy.app")
+
+CONFIG = web.AppKey("config", ProxyConfig)
+ROUTES = web.AppKey("routes", RouteTable)
+HOLDERS = web.AppKey("holders", dict[str, TokenHolder])
+FORWARDER = web.AppKey("forwarder", Forwarder)
+REQUEST_ID = web.RequestKey("request_id", str)
+CALL = web.RequestKey("call", CallRecord)
+
+READY_WAIT_S = 2.0
+_OWN_PATHS = frozenset({"/healthz", "/readyz"})
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    404: "no_route",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(config: ProxyConfig) -> web.Application:
+    """The proxy for ``config``; logging must already be configured."""
+    app = web.Application(middlewares=[call_boundary])
+    app[CONFIG] = config
+    app[ROUTES] = RouteTable(config.upstreams)
+    app.cleanup_ctx.append(_clients_and_holders)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_route("*", "/{tail:.*}", proxy_call)
+    return app
+
+
+@web.middleware
+async def call_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, the JSON error answer and the ``request.completed`` line."""
+    started = time.perf_counter()
+    request_id = request_id_from(request.headers.get("X-Request-ID"))
+    request[REQUEST_ID] = request_id
+    record = request[CALL] = CallRecord()
+
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except ProxyError as error:
+            response = proxy_error_response(error, request_id)
+        except web.HTTPException as exc:
+            code = _CODES_BY_STATUS.get(exc.status, HTTPStatus(exc.status).phrase)
+            response = error_response(exc.status, code, exc.reason, request_id)
+        except UpstreamBodyInterrupted:
+            raise
+        except Exception:
+            log.exception("request.failed", method=request.method)
+            response = error_response(
+                500, "internal_error", "the proxy failed on this call", request_id
+            )
+        if not response.prepared:
+            response.headers["X-Request-ID"] = request_id
+
+        if request.path not in _OWN_PATHS or response.status >= 400:
+            log.info(
+                "request.completed",
+                upstream=record.upstream,
+                method=request.method,
+                path=request.raw_path.partition("?")[0],
+                status=response.status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                replayed=record.replayed,
+            )
+    return response
+
+
+async def proxy_call(request: web.Request) -> web.StreamResponse:
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    match = request.app[ROUTES].match(raw_path, raw_query)
+    request[CALL].upstream = match.route.name
+    return await request.app[FORWARDER].forward(
+        request, match, request[REQUEST_ID], request[CALL]
+    )
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """The process is up and serving; says nothing about tokens."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when every token source holds a valid token or gets one shortly."""
+    holders = request.app[HOLDERS]
+    ready = await asyncio.gather(
+        *(holder.wait_for_token(READY_WAIT_S) for holder in holders.values())
+    )
+    failing = [
+        holder.status()
+        for holder, ok in zip(holders.values(), ready, strict=True)
+        if not ok
+    ]
+    if failing:
+        reasons = "; ".join(
+            f"{status.source}: {status.last_error or 'no token yet'}"
+            for status in failing
+        )
+        return error_response(
+            503, "not_ready", f"no valid token for {reasons}", request[REQUEST_ID]
+        )
+    return web.json_response({"status": "ready", "token_sources": sorted(holders)})
+
+
+async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    upstream_session = _client_session()
+    token_session = _client_session()
+    holders = {
+        name: TokenHolder(
+            name,
+            ClientCredentialsSource(source, token_session),
+            refresh_margin_s=source.refresh_margin_s,
+            default_ttl_s=source.default_ttl_s,
+            backoff=Backoff(source.backoff_initial_s, source.backoff_max_s),
+        )
+        for name, source in config.token_sources.items()
+    }
+    app[HOLDERS] = holders
+    app[FORWARDER] = Forwarder(
+        upstream_session, holders, max_body_bytes=config.server.max_body_bytes
+    )
+    for holder in holders.values():
+        holder.refresh_soon()
+    log.info(
+        "proxy.started",
+        upstreams={
+            name: f"{upstream.path_prefix} -> {upstream.base_url}"
+            for name, upstream in config.upstreams.items()
+        },
+        token_sources=sorted(holders),
+    )
+
+    yield
+
+    for holder in holders.values():
+        await holder.close()
+    await upstream_session.close()
+    await token_session.close()
+    log.info("proxy.stopped")
+
+
+def _client_session() -> aiohttp.ClientSession:
+    """A pooled client that adds nothing the caller did not send.
+
+    No cookie jar (one caller's cookies must never reach another's call), no
+    decompression (bodies pass through untouched) and no automatic Accept-Encoding
+    or User-Agent, so the upstream sees the OMS's own headers.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+        trust_env=False,
+    )

@@ -1,0 +1,116 @@
+"""The ``inventory-proxy`` command: serve, check-config and demo.
+
+Exit codes: 0 success, 2 a configuration that cannot run (the message names the
+key), 1 anything else. Nothing here prints a secret: summaries show where tokens
+come from, never what they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.app import create_app
+from proxy.config import ConfigError, ProxyConfig, load_config
+from proxy.demo.runner import run_demo
+from proxy.observability import configure_logging
+
+CONFIG_ENV = "INVENTORY_PROXY_CONFIG"
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"inventory-proxy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inventory-proxy",
+        description="Authenticating reverse proxy for an OMS's inventory calls.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    _add_config_option(serve)
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file and summarise it"
+    )
+    _add_config_option(check)
+    check.set_defaults(run=_check_config)
+
+    demo = commands.add_parser(
+        "demo", help="run the proxy in front of an embedded demo identity provider"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (8080)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_ENV),
+        help=f"the TOML config file (default: ${CONFIG_ENV})",
+    )
+
+
+def _load(args: argparse.Namespace) -> ProxyConfig:
+    if args.config is None:
+        raise ConfigError([("", f"no config file: pass --config or set {CONFIG_ENV}")])
+    return load_config(args.config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    configure_logging(config.log)
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=config.server.shutdown_grace_s,
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"{args.config}: ok, {len(config.upstreams)} upstream(s)")
+    for line in summarise(config):
+        print(f"  {line}")
+    return 0
+
+
+def summarise(config: ProxyConfig) -> list[str]:
+    """One line per upstream: where it is served, where it goes, whose token."""
+    lines = []
+    for name, upstream in config.upstreams.items():
+        source = config.token_sources[upstream.token_source]
+        lines.append(
+            f"{name}: {upstream.path_prefix} -> {upstream.base_url} "
+            f"(token {upstream.token_source}: {source.auth_method} as "
+            f"{source.client_id!r} at {source.token_url}, "
+            f"timeout {upstream.timeout_s:g}s)"
+        )
+    return lines
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(port=args.port)

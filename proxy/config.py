@@ -1,0 +1,282 @@
+"""The proxy's typed configuration: TOML in, validated models out.
+
+Everything that can be wrong with a configuration is found here, at start-up, and
+reported with the dotted key that is wrong (``token_sources.iv.token_url``) so that a
+bad deploy stops before it takes traffic. ``${VAR}`` placeholders are filled from the
+environment before validation and ``*_file`` secrets are read, so a secret never has
+to live in the file itself. Secret values are kept in ``SecretStr`` and never appear in
+an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+_SECRET_KEY = re.compile(r"secret|password|token$|key$", re.IGNORECASE)
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+NonNegativeSeconds = Annotated[float, Field(ge=0)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; ``problems`` pairs each bad key with why."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = [f"{key}: {why}" if key else why for key, why in problems]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_http_url(value: str, *, allow_query: bool) -> str:
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not carry credentials; use the secret settings instead")
+    if url.fragment or (url.query_string and not allow_query):
+        raise ValueError(f"must not have a query or fragment, got {value!r}")
+    return value
+
+
+class ServerConfig(_Section):
+    """Where the proxy listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    shutdown_grace_s: NonNegativeSeconds = 10.0
+
+
+class LogConfig(_Section):
+    """How log lines look: JSON lines for machines, console for people."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class TokenSourceConfig(_Section):
+    """One OAuth2 client-credentials client at one token endpoint."""
+
+    token_url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"
+    )
+    scope: str | None = None
+    audience: str | None = None
+    resource: str | None = None
+    extra_params: dict[str, str] = Field(default_factory=dict)
+    refresh_margin_s: NonNegativeSeconds = 30.0
+    default_ttl_s: PositiveSeconds = 300.0
+    timeout_s: PositiveSeconds = 10.0
+    backoff_initial_s: PositiveSeconds = 1.0
+    backoff_max_s: PositiveSeconds = 60.0
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url_is_http(cls, value: str) -> str:
+        return _check_http_url(value, allow_query=True)
+
+    @field_validator("extra_params")
+    @classmethod
+    def _extra_params_do_not_shadow(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = {"grant_type", "client_id", "client_secret", "scope"}
+        if clash := sorted(owned & value.keys()):
+            raise ValueError(f"must not set {', '.join(clash)}; use the named keys")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("set exactly one of client_secret or client_secret_file")
+        if self.client_secret_file is not None:
+            _read_secret_file(self.client_secret_file)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+    def read_client_secret(self) -> str:
+        """The client secret, from the file when one is configured."""
+        if self.client_secret_file is not None:
+            return _read_secret_file(self.client_secret_file)
+        return self.client_secret.get_secret_value() if self.client_secret else ""
+
+    def form_params(self) -> dict[str, str]:
+        """The token request's form parameters other than client authentication."""
+        params = {"grant_type": "client_credentials"}
+        named = {"scope": self.scope, "audience": self.audience}
+        named["resource"] = self.resource
+        params.update({key: value for key, value in named.items() if value})
+        params.update(self.extra_params)
+        return params
+
+
+class UpstreamConfig(_Section):
+    """A service behind the proxy: the path prefix it owns and where calls go."""
+
+    path_prefix: str
+    base_url: str
+    token_source: str
+    timeout_s: PositiveSeconds = 10.0
+    connect_timeout_s: PositiveSeconds = 5.0
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix_is_a_clean_path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError(f"must start with '/' and name a path, got {value!r}")
+        value = value.rstrip("/")
+        if any(char in value for char in "?#%\\ "):
+            raise ValueError(f"must be a plain path (no ?, #, % or space): {value!r}")
+        if any(segment in ("", ".", "..") for segment in value.split("/")[1:]):
+            raise ValueError(f"must not contain empty, '.' or '..' segments: {value!r}")
+        if value in RESERVED_PATHS:
+            raise ValueError(f"{value} is the proxy's own endpoint")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        return _check_http_url(value, allow_query=False).rstrip("/")
+
+
+class ProxyConfig(_Section):
+    """The whole configuration, with references between sections checked."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    token_sources: dict[str, TokenSourceConfig] = Field(default_factory=dict)
+    upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Self:
+        problems = []
+        prefixes: dict[str, str] = {}
+        for name, upstream in self.upstreams.items():
+            if upstream.token_source not in self.token_sources:
+                known = ", ".join(sorted(self.token_sources)) or "none"
+                problems.append(
+                    (
+                        f"upstreams.{name}.token_source",
+                        f"names {upstream.token_source!r}, which is not a "
+                        f"[token_sources] entry (known: {known})",
+                    )
+                )
+            if (other := prefixes.get(upstream.path_prefix)) is not None:
+                problems.append(
+                    (
+                        f"upstreams.{name}.path_prefix",
+                        f"{upstream.path_prefix} is already upstreams.{other}'s",
+                    )
+                )
+            prefixes[upstream.path_prefix] = name
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def load_config(
+    path: str | Path, environ: Mapping[str, str] | None = None
+) -> ProxyConfig:
+    """Read, expand and validate the TOML file at ``path``.
+
+    Raises ``ConfigError`` naming each bad key; nothing else escapes.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse_config(text, environ, origin=str(path))
+
+
+def parse_config(
+    text: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    origin: str = "<config>",
+) -> ProxyConfig:
+    """Validate TOML ``text``; ``environ`` fills ``${VAR}`` (default: os.environ)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"{origin} is not valid TOML: {exc}")]) from None
+    expanded = _expand(raw, os.environ if environ is None else environ, ())
+    try:
+        return ProxyConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _expand(value: Any, environ: Mapping[str, str], key: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, (*key, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, (*key, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            raise ConfigError(
+                [(".".join(key), f"environment variable {name} is not set")]
+            )
+        return environ[name]
+
+    return _PLACEHOLDER.sub(substitute, value)
+
+
+def _describe(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        context = error.get("ctx", {}).get("error")
+        if context is not None:
+            message = str(context)
+        elif error["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        elif error["type"] == "missing":
+            message = "is required"
+        elif _SECRET_KEY.search(key) or isinstance(error["input"], dict | list):
+            message = error["msg"]
+        else:
+            message = f"{error['msg']} (got {error['input']!r})"
+        problems.append((key, message))
+    return problems
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"cannot read client_secret_file {path}: {reason}") from None
+    if not secret:
+        raise ValueError(f"client_secret_file {path} is empty")
+    return secret

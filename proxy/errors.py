@@ -1,0 +1,109 @@
+"""Errors the proxy answers with, and their one JSON shape.
+
+Every failure the proxy produces itself reaches the caller as
+``{"error": <stable code>, "detail": <sentence>, "request_id": <id>}``; an upstream's
+own answers pass through untouched. The tree is flat on purpose::
+
+    ProxyError
+    ├── BadRequest            400 bad_request
+    ├── NoRoute               404 no_route
+    ├── MethodNotAllowed      405 method_not_allowed
+    ├── BodyTooLarge          413 body_too_large
+    ├── UpstreamUnreachable   502 upstream_unreachable
+    ├── TokenUnavailable      503 token_unavailable (with Retry-After)
+    └── UpstreamTimeout       504 upstream_timeout
+
+Details are written for the caller: they never carry a token, a secret or a trace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import ClassVar
+
+from aiohttp import web
+
+
+class ProxyError(Exception):
+    """A failure answered by the proxy itself, with a status and a stable code."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error carries."""
+        return {}
+
+
+class BadRequest(ProxyError):
+    status = 400
+    code = "bad_request"
+
+
+class NoRoute(ProxyError):
+    status = 404
+    code = "no_route"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    code = "body_too_large"
+
+
+class UpstreamUnreachable(ProxyError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class TokenUnavailable(ProxyError):
+    """No valid token can be had now; the caller may retry after ``retry_after_s``."""
+
+    status = 503
+    code = "token_unavailable"
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        # RFC 9110 §10.2.3: delay-seconds is a non-negative integer.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """Build the JSON answer that every proxy-made error shares."""
+    body = {"error": code, "detail": detail, "request_id": request_id}
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def proxy_error_response(error: ProxyError, request_id: str) -> web.Response:
+    """Answer ``error`` in the shared JSON shape, with its extra headers."""
+    return error_response(
+        error.status, error.code, error.detail, request_id, error.headers()
+    )

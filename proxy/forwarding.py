@@ -1,0 +1,209 @@
+"""One call upstream and back: headers, body, the token, one replay after a 401.
+
+The body is read in full (bounded by ``server.max_body_bytes``) before the call so
+that it can be replayed byte for byte: a 401 means the upstream did not act, so an
+availability lookup or a reservation is safe to send again with a fresh token. The
+response streams back as it arrives, with the upstream's status and headers less
+the hop-by-hop ones. Redirects are handed back, never followed, so a token is never
+sent to a host the configuration does not name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from proxy.routing import RouteMatch
+from proxy.tokens import AccessToken, TokenHolder
+
+log = structlog.get_logger("proxy.forwarding")
+
+# RFC 9110 §7.6.1 names these; Proxy-* headers belong to the hop as well.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SET_BY_PROXY = frozenset(
+    {
+        "host",
+        "authorization",
+        "content-length",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-request-id",
+    }
+)
+_CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the access log line needs to know about one forwarded call."""
+
+    upstream: str | None = None
+    replayed: bool = False
+
+
+class UpstreamBodyInterrupted(Exception):
+    """The upstream broke off mid-body after the response had begun streaming.
+
+    Nothing can be answered any more; raising closes the caller's connection so a
+    truncated body is never mistaken for a complete one.
+    """
+
+
+class Forwarder:
+    """Sends requests to their upstream with a token from the right holder."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        holders: Mapping[str, TokenHolder],
+        *,
+        max_body_bytes: int,
+    ) -> None:
+        self._session = session
+        self._holders = holders
+        self._max_body_bytes = max_body_bytes
+
+    async def forward(
+        self,
+        request: web.Request,
+        match: RouteMatch,
+        request_id: str,
+        record: CallRecord,
+    ) -> web.StreamResponse:
+        """Forward ``request`` to ``match.url``, replaying once after a 401."""
+        upstream = match.route.upstream
+        holder = self._holders[upstream.token_source]
+        body = await self._read_body(request)
+        headers = upstream_request_headers(request, request_id)
+        timeout = aiohttp.ClientTimeout(
+            total=upstream.timeout_s, connect=upstream.connect_timeout_s
+        )
+
+        async def send(token: AccessToken) -> aiohttp.ClientResponse:
+            headers["Authorization"] = f"{token.token_type} {token.value}"
+            try:
+                return await self._session.request(
+                    request.method,
+                    match.url,
+                    headers=headers,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"upstream {match.route.name!r} did not answer within "
+                    f"{upstream.timeout_s:g}s"
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnreachable(
+                    f"upstream {match.route.name!r} could not be reached "
+                    f"({type(exc).__name__})"
+                ) from None
+
+        token = await holder.token()
+        response = await send(token)
+        if response.status == 401:
+            response.release()
+            holder.retire(token)
+            record.replayed = True
+            response = await send(await holder.token())
+            if response.status == 401:
+                log.warning(
+                    "upstream.token_rejected",
+                    upstream=match.route.name,
+                    source=upstream.token_source,
+                    www_authenticate=response.headers.get("WWW-Authenticate"),
+                )
+        return await self._stream_back(request, response, request_id)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        if not request.body_exists:
+            return None
+        limit = self._max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(_CHUNK_BYTES):
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+        return bytes(body)
+
+    async def _stream_back(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        request_id: str,
+    ) -> web.StreamResponse:
+        async with upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=end_to_end_headers(upstream.headers),
+            )
+            response.headers["X-Request-ID"] = request_id
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(_CHUNK_BYTES):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "upstream.body_interrupted",
+                    status=upstream.status,
+                    reason=type(exc).__name__,
+                )
+                raise UpstreamBodyInterrupted(type(exc).__name__) from None
+            await response.write_eof()
+        return response
+
+
+def upstream_request_headers(request: web.Request, request_id: str) -> CIMultiDict[str]:
+    """The caller's end-to-end headers plus the ones the proxy owns.
+
+    The caller's Authorization is dropped (the token replaces it), and so are any
+    X-Forwarded-* it sent: the proxy is the first hop it can vouch for.
+    """
+    headers = end_to_end_headers(request.headers, also_drop=_SET_BY_PROXY)
+    headers["X-Forwarded-For"] = request.remote or ""
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Request-ID"] = request_id
+    return headers
+
+
+def end_to_end_headers(
+    headers: CIMultiDictProxy[str],
+    also_drop: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """``headers`` without hop-by-hop ones, including those Connection names."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", ())
+        for token in value.split(",")
+    }
+    dropped = HOP_BY_HOP | named | also_drop
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() not in dropped and not name.lower().startswith("proxy-")
+    )

@@ -1,0 +1,82 @@
+"""Logging set-up, request ids and the redaction that keeps secrets out of logs.
+
+Log lines are structlog key-value events with stable names (``request.completed``,
+``token.refreshed``, ``token.refresh_failed``): JSON lines on stdout in production,
+coloured columns for a person at a terminal. The request id is bound once per call
+in a context variable, so every line a call causes carries it.
+
+No code path logs a token or secret on purpose; ``redact_secret_fields`` is the net
+under that rule for a field added carelessly later.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from proxy.config import LogConfig
+
+REDACTED = "[redacted]"
+_SECRET_FIELDS = frozenset(
+    {
+        "authorization",
+        "access_token",
+        "token",
+        "client_secret",
+        "password",
+        "api_key",
+        "secret",
+    }
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def redact_secret_fields(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace the value of any field whose name says it holds a secret."""
+    for key in event.keys() & _SECRET_FIELDS:
+        event[key] = REDACTED
+    return event
+
+
+def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
+    """Route structlog events to ``stream`` (stdout by default) at ``config.level``."""
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        redact_secret_fields,
+    ]
+    if config.format == "console":
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream is None))
+    else:
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[config.level.upper()]
+        ),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def request_id_from(header_value: str | None) -> str:
+    """The caller's X-Request-ID when it is a safe token, else a fresh one.
+
+    A caller-chosen id is echoed in logs and headers, so anything that could break a
+    log line or a header (spaces, quotes, control characters, huge values) is
+    replaced rather than passed on.
+    """
+    if header_value and _REQUEST_ID.fullmatch(header_value):
+        return header_value
+    return uuid.uuid4().hex

@@ -1,0 +1,73 @@
+"""The route table: which upstream owns a request path, and where the call goes.
+
+Matching works on the raw (still percent-encoded) path so that the path and query
+reach the upstream byte for byte. Prefixes match whole segments, longest first:
+``/inventory`` owns ``/inventory`` and ``/inventory/x`` but not ``/inventoryx``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from yarl import URL
+
+from proxy.config import UpstreamConfig
+from proxy.errors import BadRequest, NoRoute
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    upstream: UpstreamConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """A request matched to its upstream, with the exact URL to call."""
+
+    route: Route
+    url: URL
+
+
+class RouteTable:
+    """Maps request paths to upstreams by their ``path_prefix``."""
+
+    def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
+        routes = [Route(name, upstream) for name, upstream in upstreams.items()]
+        self._routes = sorted(
+            routes, key=lambda route: len(route.upstream.path_prefix), reverse=True
+        )
+
+    def match(self, raw_path: str, raw_query: str) -> RouteMatch:
+        """The upstream URL for a raw path and query.
+
+        Raises ``NoRoute`` when no prefix owns the path and ``BadRequest`` when the
+        remainder would climb out of the upstream's base path.
+        """
+        for route in self._routes:
+            prefix = route.upstream.path_prefix
+            if raw_path == prefix or raw_path.startswith(prefix + "/"):
+                remainder = raw_path[len(prefix) :]
+                _refuse_dot_segments(remainder)
+                target = route.upstream.base_url + remainder
+                if raw_query:
+                    target += "?" + raw_query
+                return RouteMatch(route, URL(target, encoded=True))
+        raise NoRoute(f"no upstream serves the path {_printable(raw_path)}")
+
+
+def _refuse_dot_segments(remainder: str) -> None:
+    # RFC 3986 §5.2.4: an upstream (or a server in front of it) may resolve ".."
+    # segments, also when encoded as %2e%2e or hidden behind %2f or a backslash;
+    # any of them would leave the upstream's base path.
+    for segment in remainder.split("/"):
+        decoded = unquote(segment).replace("\\", "/")
+        if any(part in (".", "..") for part in decoded.split("/")):
+            raise BadRequest("the path must not contain '.' or '..' segments")
+
+
+def _printable(raw_path: str) -> str:
+    shown = raw_path if len(raw_path) <= 200 else raw_path[:200] + "..."
+    return shown.encode("ascii", "backslashreplace").decode("ascii")

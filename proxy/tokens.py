@@ -1,0 +1,308 @@
+"""Access tokens and the holder that keeps one fresh per token source.
+
+The holder is the reason this project exists. Its promises:
+
+* **Single flight.** Every refresh happens under one ``asyncio.Lock``; callers that
+  queue behind it find the new token (or the failure's back-off) when they get in, so
+  any number of concurrent calls cause at most one token request in flight.
+* **Refresh ahead.** A token is refreshed in the background once it enters its
+  refresh window, so no call waits for the identity provider while the current token
+  is still valid. Expiry runs on the monotonic clock from the moment the request was
+  sent, so a slow answer or a wall-clock jump never stretches a token's life.
+* **Invalidate if current.** An upstream's 401 retires only the token that call was
+  sent with; a hundred 401s for one token retire it once and share one refresh.
+* **Calm failure.** After a failed request the holder backs off with jitter and
+  answers ``TokenUnavailable`` at once until the next attempt is due, while a token
+  that is still valid keeps being used.
+
+Token values never leave this module except through ``AccessToken.value``, which only
+the forwarder reads to fill the upstream's Authorization header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from proxy.errors import TokenUnavailable
+
+log = structlog.get_logger("proxy.tokens")
+
+_MAX_RETRY_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AccessToken:
+    """A token and when, on the monotonic clock, to renew it and to stop using it.
+
+    Compared by identity: a holder retires exactly the object a call was sent with.
+    """
+
+    value: str = field(repr=False)
+    token_type: str
+    expires_at: float
+    refresh_at: float
+
+    def is_valid(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What a token endpoint answered, before the holder decides its lifetime.
+
+    ``requested_at`` is the monotonic time the request was sent: expiry counts from
+    there, never from when the answer arrived.
+    """
+
+    value: str = field(repr=False)
+    token_type: str
+    expires_in_s: float | None
+    requested_at: float
+    scope: str | None = None
+
+
+class TokenFetchError(Exception):
+    """A token request failed; ``reason`` is safe to log and never holds a secret."""
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class TokenSource(Protocol):
+    """Anything that can obtain a new access token."""
+
+    async def fetch_token(self) -> TokenGrant: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential back-off with equal jitter, never shorter than a Retry-After."""
+
+    initial_s: float
+    max_s: float
+
+    def delay_s(self, failures: int, retry_after_s: float | None = None) -> float:
+        ceiling: float = min(self.max_s, self.initial_s * 2.0 ** max(0, failures - 1))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, _MAX_RETRY_AFTER_S))
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class HolderStatus:
+    """A holder's state for health checks and operators; never the token."""
+
+    source: str
+    has_valid_token: bool
+    expires_in_s: float | None
+    consecutive_failures: int
+    last_error: str | None
+    retry_in_s: float | None
+
+
+class TokenHolder:
+    """Keeps one token source's current token; the one place tokens are refreshed."""
+
+    def __init__(
+        self,
+        name: str,
+        source: TokenSource,
+        *,
+        refresh_margin_s: float,
+        default_ttl_s: float,
+        backoff: Backoff,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._source = source
+        self._refresh_margin_s = refresh_margin_s
+        self._default_ttl_s = default_ttl_s
+        self._backoff = backoff
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = asyncio.Lock()
+        self._current: AccessToken | None = None
+        self._failures = 0
+        self._last_error: str | None = None
+        self._retry_at = 0.0
+        self._background: asyncio.Task[None] | None = None
+
+    async def token(self) -> AccessToken:
+        """A valid token, fetched only when none is held.
+
+        Raises ``TokenUnavailable`` when the source is failing and no valid token is
+        left; the error's ``retry_after_s`` says when the next attempt is due.
+        """
+        current = self._current
+        now = self._clock()
+        if current is not None and current.is_valid(now):
+            if now >= current.refresh_at:
+                self.refresh_soon()
+            return current
+        return await self._refresh(stale=current)
+
+    def retire(self, token: AccessToken) -> None:
+        """Stop using ``token`` after an upstream refused it, if it is still current.
+
+        A newer token is left alone: the refused call simply replays with it.
+        """
+        if self._current is token:
+            self._current = None
+
+    def refresh_soon(self) -> None:
+        """Start a background refresh unless one is running or a back-off forbids it."""
+        if self._lock.locked() or self._clock() < self._retry_at:
+            return
+        if self._background is not None and not self._background.done():
+            return
+        self._background = asyncio.create_task(
+            self._refresh_quietly(self._current), name=f"token-refresh-{self.name}"
+        )
+
+    async def wait_for_token(self, timeout_s: float) -> bool:
+        """Whether a valid token is held or can be had within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.token()), timeout_s)
+        except (TokenUnavailable, TimeoutError):
+            return False
+        return True
+
+    def status(self) -> HolderStatus:
+        now = self._clock()
+        current = self._current
+        valid = current is not None and current.is_valid(now)
+        return HolderStatus(
+            source=self.name,
+            has_valid_token=valid,
+            expires_in_s=current.expires_at - now if current and valid else None,
+            consecutive_failures=self._failures,
+            last_error=self._last_error,
+            retry_in_s=self._retry_at - now if self._retry_at > now else None,
+        )
+
+    async def close(self) -> None:
+        """Cancel a background refresh still running; called on shutdown."""
+        task, self._background = self._background, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _refresh_quietly(self, stale: AccessToken | None) -> None:
+        # A failure is logged as token.refresh_failed; the next call or window retries.
+        with contextlib.suppress(TokenUnavailable):
+            await self._refresh(stale=stale)
+
+    async def _refresh(self, stale: AccessToken | None) -> AccessToken:
+        async with self._lock:
+            current = self._current
+            now = self._clock()
+            if current is not None and current is not stale and current.is_valid(now):
+                return current
+
+            if now < self._retry_at:
+                if current is not None and current.is_valid(now):
+                    return current
+                raise self._unavailable(now)
+
+            return await self._fetch(current, now)
+
+    async def _fetch(self, current: AccessToken | None, now: float) -> AccessToken:
+        try:
+            grant = await self._source.fetch_token()
+            token = self._accept(grant)
+        except TokenFetchError as exc:
+            self._failures += 1
+            self._last_error = exc.reason
+            delay_s = self._backoff.delay_s(self._failures, exc.retry_after_s)
+            failed_at = self._clock()
+            self._retry_at = failed_at + delay_s
+            still_valid = current is not None and current.is_valid(failed_at)
+            log.warning(
+                "token.refresh_failed",
+                source=self.name,
+                reason=exc.reason,
+                failures=self._failures,
+                retry_in_s=round(delay_s, 3),
+                still_valid=still_valid,
+            )
+            if current is not None and still_valid:
+                return current
+            raise self._unavailable(failed_at) from None
+
+        self._current = token
+        self._failures = 0
+        self._last_error = None
+        self._retry_at = 0.0
+        log.info(
+            "token.refreshed",
+            source=self.name,
+            expires_in_s=round(token.expires_at - grant.requested_at, 3),
+            fetch_ms=round((self._clock() - now) * 1000, 1),
+        )
+        return token
+
+    def _accept(self, grant: TokenGrant) -> AccessToken:
+        lifetime_s = grant.expires_in_s
+        if lifetime_s is None:
+            lifetime_s = self._jwt_lifetime_s(grant.value)
+        if lifetime_s is None:
+            lifetime_s = self._default_ttl_s
+        if lifetime_s <= 0:
+            raise TokenFetchError(
+                f"token arrived already expired (lifetime {lifetime_s:.0f}s); "
+                "check the provider's clock and expires_in"
+            )
+
+        expires_at = grant.requested_at + lifetime_s
+        # A margin wider than the token's life would refresh on every call: renew no
+        # earlier than half-way through, whatever the margin says.
+        refresh_at = max(
+            expires_at - self._refresh_margin_s, grant.requested_at + lifetime_s / 2
+        )
+        return AccessToken(grant.value, grant.token_type, expires_at, refresh_at)
+
+    def _jwt_lifetime_s(self, value: str) -> float | None:
+        claims = decode_jwt_claims(value)
+        exp = claims.get("exp") if claims else None
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return None
+        return float(exp) - self._wall_clock()
+
+    def _unavailable(self, now: float) -> TokenUnavailable:
+        reason = self._last_error or "no token yet"
+        return TokenUnavailable(
+            f"no valid access token for token source {self.name!r}: {reason}",
+            retry_after_s=max(0.0, self._retry_at - now),
+        )
+
+
+def decode_jwt_claims(value: str) -> dict[str, object] | None:
+    """The claims of a JWT, unverified, or None when ``value`` is not a JWT.
+
+    Used only to learn a token's expiry when the provider omitted ``expires_in``;
+    the upstream, not the proxy, is the party that verifies the signature.
+    """
+    parts = value.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
