@@ -13,13 +13,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
+from ipaddress import ip_address
 
 import aiohttp
 import structlog
 from aiohttp import web
 
 from proxy.config import ProxyConfig
-from proxy.errors import ProxyError, error_response, proxy_error_response
+from proxy.errors import Forbidden, ProxyError, error_response, proxy_error_response
 from proxy.forwarding import CallRecord, Forwarder, UpstreamBodyInterrupted
 from proxy.observability import request_id_from
 from proxy.routing import RouteTable
@@ -69,6 +70,8 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
 
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
+            if request.path not in _OWN_PATHS:
+                _refuse_untrusted_callers(request)
             response = await handler(request)
         except ProxyError as error:
             response = proxy_error_response(error, request_id)
@@ -96,6 +99,17 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
                 replayed=record.replayed,
             )
     return response
+
+
+def _refuse_untrusted_callers(request: web.Request) -> None:
+    """Health probes aside, only callers in ``server.trusted_networks`` are served."""
+    networks = request.app[CONFIG].server.trusted_networks
+    try:
+        caller = ip_address(request.remote or "")
+    except ValueError:
+        caller = None
+    if caller is None or not any(caller in network for network in networks):
+        raise Forbidden("this caller's address is not in server.trusted_networks")
 
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -50,21 +51,34 @@ class _Section(BaseModel):
 
 
 def _check_http_url(value: str, *, allow_query: bool) -> str:
+    # Credentials are checked first and no message repeats the URL itself, which may
+    # carry a password or an API key in its query.
     url = URL(value)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
     if url.user is not None or url.password is not None:
         raise ValueError("must not carry credentials; use the secret settings instead")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"must be an absolute http:// or https:// URL (scheme {url.scheme!r}, "
+            f"host {url.host!r})"
+        )
     if url.fragment or (url.query_string and not allow_query):
-        raise ValueError(f"must not have a query or fragment, got {value!r}")
+        raise ValueError("must not have a query or fragment")
     return value
 
 
 class ServerConfig(_Section):
-    """Where the proxy listens and what it accepts."""
+    """Where the proxy listens and what it accepts.
+
+    Only callers inside ``trusted_networks`` are served, so binding a wider address
+    never exposes the upstreams, with their tokens attached, to anyone who can reach
+    the port.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    trusted_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_grace_s: NonNegativeSeconds = 10.0
 
@@ -101,10 +115,24 @@ class TokenSourceConfig(_Section):
     def _token_url_is_http(cls, value: str) -> str:
         return _check_http_url(value, allow_query=True)
 
+    @field_validator("client_secret_file")
+    @classmethod
+    def _secret_file_is_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_secret_file(value)
+        return value
+
     @field_validator("extra_params")
     @classmethod
     def _extra_params_do_not_shadow(cls, value: dict[str, str]) -> dict[str, str]:
-        owned = {"grant_type", "client_id", "client_secret", "scope"}
+        owned = {
+            "grant_type",
+            "client_id",
+            "client_secret",
+            "scope",
+            "audience",
+            "resource",
+        }
         if clash := sorted(owned & value.keys()):
             raise ValueError(f"must not set {', '.join(clash)}; use the named keys")
         return value
@@ -113,8 +141,6 @@ class TokenSourceConfig(_Section):
     def _one_secret(self) -> Self:
         if (self.client_secret is None) == (self.client_secret_file is None):
             raise ValueError("set exactly one of client_secret or client_secret_file")
-        if self.client_secret_file is not None:
-            _read_secret_file(self.client_secret_file)
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be at least backoff_initial_s")
         return self
@@ -276,7 +302,7 @@ def _read_secret_file(path: Path) -> str:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ValueError(f"cannot read client_secret_file {path}: {reason}") from None
+        raise ValueError(f"cannot read {path}: {reason}") from None
     if not secret:
-        raise ValueError(f"client_secret_file {path} is empty")
+        raise ValueError(f"{path} is empty")
     return secret

@@ -6,6 +6,7 @@ own answers pass through untouched. The tree is flat on purpose::
 
     ProxyError
     ├── BadRequest            400 bad_request
+    ├── Forbidden             403 forbidden
     ├── NoRoute               404 no_route
     ├── MethodNotAllowed      405 method_not_allowed
     ├── BodyTooLarge          413 body_too_large
@@ -43,6 +44,11 @@ class ProxyError(Exception):
 class BadRequest(ProxyError):
     status = 400
     code = "bad_request"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    code = "forbidden"
 
 
 class NoRoute(ProxyError):

@@ -31,6 +31,8 @@ _SECRET_FIELDS = frozenset(
         "password",
         "api_key",
         "secret",
+        "refresh_token",
+        "id_token",
     }
 )
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -40,8 +42,9 @@ def redact_secret_fields(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Replace the value of any field whose name says it holds a secret."""
-    for key in event.keys() & _SECRET_FIELDS:
-        event[key] = REDACTED
+    for key in event:
+        if key.lower() in _SECRET_FIELDS:
+            event[key] = REDACTED
     return event
 
 
