@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import uuid
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -57,7 +58,10 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
         redact_secret_fields,
     ]
     if config.format == "console":
-        processors.append(structlog.dev.ConsoleRenderer(colors=stream is None))
+        colors = (stream or sys.stdout).isatty()
+        processors.append(
+            structlog.dev.ConsoleRenderer(colors=colors, timestamp_key="ts")
+        )
     else:
         processors += [
             structlog.processors.format_exc_info,

@@ -1,0 +1,136 @@
+"""``inventory-proxy demo``: the proxy and the demo backend in one loopback process.
+
+The backend (two identity providers and the inventory, reservation, delivery and
+price services) starts on an ephemeral port; the proxy starts in front of it with
+``demo.toml``, whose ``${DEMO_*}`` placeholders are filled with the backend's address
+and the client credentials it registered for this run. Ctrl-C (or SIGTERM) stops
+both, the proxy first so that no call is cut off by the backend going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from importlib.resources import files
+
+from aiohttp import web
+
+from proxy.app import create_app
+from proxy.config import LogConfig, ProxyConfig, parse_config
+from proxy.demo.backend import DemoBackend
+from proxy.observability import configure_logging
+
+DEMO_CONFIG = files("proxy.demo").joinpath("demo.toml")
+INVENTORY_TOKEN_LIFETIME_S = 30.0
+PRICING_TOKEN_LIFETIME_S = 45.0
+
+
+def run_demo(port: int = 8080) -> int:
+    """Run the demo until interrupted; returns the process exit code."""
+    try:
+        asyncio.run(_serve_demo(port))
+    except OSError as exc:
+        print(f"inventory-proxy demo: cannot listen on port {port}: {exc.strerror}")
+        return 1
+    return 0
+
+
+def demo_config(backend: DemoBackend, port: int) -> ProxyConfig:
+    """``demo.toml`` filled in for a started ``backend``, the proxy on ``port``."""
+    environ = {
+        "DEMO_BACKEND": backend.base_url,
+        "DEMO_TENANT": backend.tenant_id,
+        "DEMO_IV_CLIENT_ID": backend.inventory_client.client_id,
+        "DEMO_IV_CLIENT_SECRET": backend.inventory_client.client_secret,
+        "DEMO_PRICING_CLIENT_ID": backend.pricing_client.client_id,
+        "DEMO_PRICING_CLIENT_SECRET": backend.pricing_client.client_secret,
+    }
+    config = parse_config(DEMO_CONFIG.read_text("utf-8"), environ, origin="demo.toml")
+    server = config.server.model_copy(update={"port": port})
+    return config.model_copy(update={"server": server})
+
+
+async def _serve_demo(port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    backend = DemoBackend(
+        inventory_token_lifetime_s=INVENTORY_TOKEN_LIFETIME_S,
+        pricing_token_lifetime_s=PRICING_TOKEN_LIFETIME_S,
+    )
+    configure_logging(LogConfig(format="console"))
+    async with backend:
+        config = demo_config(backend, port)
+        configure_logging(config.log)
+        runner = web.AppRunner(create_app(config), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.server.host, config.server.port)
+            await site.start()
+            host, bound_port = runner.addresses[0][:2]
+            print(banner(f"http://{host}:{bound_port}", backend), flush=True)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    print("inventory-proxy demo: stopped", file=sys.stderr, flush=True)
+
+
+def banner(proxy_url: str, backend: DemoBackend) -> str:
+    """What the demo prints once it listens: what runs, and curl lines to try."""
+    tenant = backend.tenant_id
+    line = {
+        "lineId": "1",
+        "itemId": "SKU-1024",
+        "unitOfMeasure": "EACH",
+        "productClass": "NEW",
+        "deliveryMethod": "SHP",
+    }
+    availability = {"distributionGroupId": "DG_ONLINE", "lines": [line]}
+    reservation = {
+        "reference": "CART-123",
+        "timeToExpire": 15,
+        "lines": [{**line, "shipNode": "DC1", "quantity": 2}],
+    }
+    delivery = {
+        "itemInfo": {k: line[k] for k in ("itemId", "unitOfMeasure", "productClass")},
+        "destination": {
+            "format": "ADDRESS",
+            "value": {"countryCode": "US", "postalCode": "10001"},
+        },
+        "shippingGroupId": "STANDARD",
+    }
+
+    def post(path: str, body: object) -> str:
+        return (
+            f"curl -s -X POST {proxy_url}{path} "
+            f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+        )
+
+    return "\n".join(
+        [
+            "",
+            f"inventory-proxy demo: proxy on {proxy_url}, "
+            f"demo backend on {backend.base_url}",
+            f"Tokens last {INVENTORY_TOKEN_LIFETIME_S:g} s (inventory) and "
+            f"{PRICING_TOKEN_LIFETIME_S:g} s (pricing); watch token.refreshed below.",
+            "The calls carry no credentials: the proxy attaches the tokens.",
+            "",
+            "# Network availability",
+            post(f"/inventory/{tenant}/v1/availability/network", availability),
+            "# Reserve two units",
+            post(f"/inventory/{tenant}/v1/reservations", reservation),
+            "# Delivery-date estimate",
+            post(f"/promising/{tenant}/v1/delivery-dates", delivery),
+            "# Prices (another identity provider, another token)",
+            f"curl -s '{proxy_url}/price/v1/prices?itemId=SKU-1024&currency=USD'",
+            "# Readiness",
+            f"curl -s {proxy_url}/readyz",
+            "",
+            "Ctrl-C stops the demo.",
+            "",
+        ]
+    )
