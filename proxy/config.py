@@ -30,6 +30,10 @@ from pydantic import (
 from yarl import URL
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
+LOOPBACK_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
+    IPv4Network("127.0.0.0/8"),
+    IPv6Network("::1/128"),
+)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
 _SECRET_KEY = re.compile(r"secret|password|token$|key$", re.IGNORECASE)
 
@@ -77,7 +81,7 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     trusted_networks: list[IPv4Network | IPv6Network] = Field(
-        default_factory=lambda: [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+        default_factory=lambda: list(LOOPBACK_NETWORKS)
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_grace_s: NonNegativeSeconds = 10.0
