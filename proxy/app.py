@@ -21,7 +21,7 @@ from aiohttp import web
 
 from proxy.config import ProxyConfig
 from proxy.errors import Forbidden, ProxyError, error_response, proxy_error_response
-from proxy.forwarding import CallRecord, Forwarder, UpstreamBodyInterrupted
+from proxy.forwarding import CallRecord, Forwarder
 from proxy.observability import request_id_from
 from proxy.routing import RouteTable
 from proxy.token_sources import ClientCredentialsSource
@@ -78,8 +78,6 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
         except web.HTTPException as exc:
             code = _CODES_BY_STATUS.get(exc.status, HTTPStatus(exc.status).phrase)
             response = error_response(exc.status, code, exc.reason, request_id)
-        except UpstreamBodyInterrupted:
-            raise
         except Exception:
             log.exception("request.failed", method=request.method)
             response = error_response(

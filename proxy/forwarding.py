@@ -59,14 +59,6 @@ class CallRecord:
     replayed: bool = False
 
 
-class UpstreamBodyInterrupted(Exception):
-    """The upstream broke off mid-body after the response had begun streaming.
-
-    Nothing can be answered any more; raising closes the caller's connection so a
-    truncated body is never mistaken for a complete one.
-    """
-
-
 class Forwarder:
     """Sends requests to their upstream with a token from the right holder."""
 
@@ -172,7 +164,11 @@ class Forwarder:
                     status=upstream.status,
                     reason=type(exc).__name__,
                 )
-                raise UpstreamBodyInterrupted(type(exc).__name__) from None
+                # Closing without the final chunk tells the caller the body is
+                # incomplete; aiohttp then treats the call as a disconnect.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             await response.write_eof()
         return response
 

@@ -619,3 +619,18 @@ def test_invalid_toml_on_the_secret_line_does_not_show_the_secret() -> None:
 
     assert "is not valid TOML" in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+def test_annotated_example_config_is_valid(tmp_path: Path) -> None:
+    """config/proxy.example.toml loads once its secrets exist."""
+    secret_file = tmp_path / "pricing_client_secret"
+    secret_file.write_text("pricing-secret\n", encoding="utf-8")
+    example = Path(__file__).parent.parent / "config" / "proxy.example.toml"
+    text = example.read_text(encoding="utf-8").replace(
+        "/run/secrets/pricing_client_secret", str(secret_file)
+    )
+
+    config = parse_config(text, {"IV_CLIENT_SECRET": "iv-secret"})
+
+    assert sorted(config.upstreams) == ["delivery", "inventory", "price"]
+    assert config.token_sources["pricing"].read_client_secret() == "pricing-secret"

@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import json
 
+import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -363,3 +365,76 @@ async def test_large_response_streams_back_complete(
 
     assert response.status == 200
     assert await response.read() == payload
+
+
+async def test_upstream_breaking_off_mid_body_is_not_passed_off_as_complete(
+    make_proxy: ProxyFactory,
+    upstream: tuple[RecordingUpstream, TestServer],
+    logs: LogCapture,
+) -> None:
+    """A chunked answer cut short upstream reaches the caller as a broken body."""
+
+    async def respond(request: web.Request, _call: Call) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"x" * 100_000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    upstream[0].respond = respond
+    proxy = await make_proxy()
+
+    response = await proxy.get("/inventory/export")
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    [warning] = logs.events("upstream.body_interrupted")
+    assert warning["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_head_and_no_content_answers_pass_through(
+    make_proxy: ProxyFactory, upstream: tuple[RecordingUpstream, TestServer]
+) -> None:
+    """HEAD keeps the upstream's headers without a body; 204 stays empty."""
+
+    async def respond(request: web.Request, _call: Call) -> web.Response:
+        if request.method == "HEAD":
+            return web.Response(body=b"x" * 42, headers={"ETag": '"v1"'})
+        return web.Response(status=204)
+
+    upstream[0].respond = respond
+    proxy = await make_proxy()
+
+    head = await proxy.head("/inventory/items/1")
+    empty = await proxy.delete("/inventory/reservations/1")
+
+    assert head.status == 200
+    assert head.headers["ETag"] == '"v1"'
+    assert head.headers["Content-Length"] == "42"
+    assert await head.read() == b""
+    assert empty.status == 204
+    assert await empty.read() == b""
+
+
+async def test_tokens_are_renewed_ahead_of_expiry_without_a_refused_call(
+    make_proxy: ProxyFactory,
+    idp: IdentityProvider,
+    upstream: tuple[RecordingUpstream, TestServer],
+    logs: LogCapture,
+) -> None:
+    """Over several short token lifetimes, no call is ever sent with a dead token."""
+    idp.token_lifetime_s = 3
+    proxy = await make_proxy(source={"refresh_margin_s": 2})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 7.0
+
+    statuses = []
+    while loop.time() < deadline:
+        statuses.append((await proxy.get("/inventory/items/1")).status)
+        await asyncio.sleep(0.02)
+
+    assert set(statuses) == {200}
+    assert idp.token_requests >= 3
+    assert [call for call in upstream[0].calls if not call.authorized] == []
+    assert not any(line["replayed"] for line in logs.events("request.completed"))

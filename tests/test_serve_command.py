@@ -1,0 +1,106 @@
+"""`inventory-proxy serve` as a process: starts from a file, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from proxy.demo.identity_provider import IdentityProvider
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, RecordingUpstream
+
+STARTUP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def wait_until_healthy(url: str) -> None:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(STARTUP_TIMEOUT_S):
+        while True:
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+
+
+async def test_serve_reads_config_from_the_environment_and_stops_on_sigterm(
+    tmp_path: Path,
+    idp: IdentityProvider,
+    idp_server: TestServer,
+    upstream: tuple[RecordingUpstream, TestServer],
+) -> None:
+    """INVENTORY_PROXY_CONFIG names the file; SIGTERM drains and exits 0."""
+    port = free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+
+[token_sources.iv]
+token_url = "{idp_server.make_url("/oauth2/token")}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{IV_CLIENT_SECRET}}"
+
+[upstreams.inventory]
+path_prefix = "/inventory"
+base_url = "{upstream[1].make_url("/inventory")}"
+token_source = "iv"
+""",
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "INVENTORY_PROXY_CONFIG": str(config),
+        "IV_CLIENT_SECRET": CLIENT_SECRET,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_until_healthy(f"http://127.0.0.1:{port}")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{port}/inventory/T/v1/availability/network",
+                json={"lines": []},
+            ) as response,
+        ):
+            status = response.status
+
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), STARTUP_TIMEOUT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    events = [json.loads(line)["event"] for line in out.decode().splitlines()]
+    assert status == 200
+    assert process.returncode == 0
+    assert events[0] == "proxy.started"
+    assert "request.completed" in events
+    assert events[-1] == "proxy.stopped"
+    assert upstream[0].calls[0].authorized
+    assert CLIENT_SECRET not in out.decode() + err.decode()
+    assert idp.token_requests == 1
