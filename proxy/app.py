@@ -24,14 +24,16 @@ from proxy.errors import Forbidden, ProxyError, error_response, proxy_error_resp
 from proxy.forwarding import CallRecord, Forwarder
 from proxy.observability import request_id_from
 from proxy.routing import RouteTable
+from proxy.source_config import StaticSourceConfig
+from proxy.static_credential import StaticCredential
 from proxy.token_sources import ClientCredentialsSource
-from proxy.tokens import Backoff, TokenHolder
+from proxy.tokens import Backoff, CredentialHolder, TokenHolder
 
 log = structlog.get_logger("proxy.app")
 
 CONFIG = web.AppKey("config", ProxyConfig)
 ROUTES = web.AppKey("routes", RouteTable)
-HOLDERS = web.AppKey("holders", dict[str, TokenHolder])
+HOLDERS = web.AppKey("holders", dict[str, CredentialHolder])
 FORWARDER = web.AppKey("forwarder", Forwarder)
 REQUEST_ID = web.RequestKey("request_id", str)
 CALL = web.RequestKey("call", CallRecord)
@@ -114,6 +116,8 @@ async def proxy_call(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
     match = request.app[ROUTES].match(raw_path, raw_query)
     request[CALL].upstream = match.route.name
+    if match.route.stand_in.matches(match.remainder):
+        return match.route.stand_in.answer(request)
     return await request.app[FORWARDER].forward(
         request, match, request[REQUEST_ID], request[CALL]
     )
@@ -150,16 +154,7 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     upstream_session = _client_session()
     token_session = _client_session()
-    holders = {
-        name: TokenHolder(
-            name,
-            ClientCredentialsSource(source, token_session),
-            refresh_margin_s=source.refresh_margin_s,
-            default_ttl_s=source.default_ttl_s,
-            backoff=Backoff(source.backoff_initial_s, source.backoff_max_s),
-        )
-        for name, source in config.token_sources.items()
-    }
+    holders = build_holders(config, token_session)
     app[HOLDERS] = holders
     app[FORWARDER] = Forwarder(
         upstream_session, holders, max_body_bytes=config.server.max_body_bytes
@@ -177,11 +172,40 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
 
     yield
 
-    for holder in holders.values():
+    for holder in set(holders.values()):
         await holder.close()
     await upstream_session.close()
     await token_session.close()
     log.info("proxy.stopped")
+
+
+def build_holders(
+    config: ProxyConfig, session: aiohttp.ClientSession
+) -> dict[str, CredentialHolder]:
+    """One holder per token source; sources whose requests are identical share one.
+
+    Sharing is decided by everything that shapes the token request, so two names
+    for the same client get one token, and any difference keeps tokens apart.
+    """
+    holders: dict[str, CredentialHolder] = {}
+    by_request: dict[str, CredentialHolder] = {}
+    for name, source in config.token_sources.items():
+        if isinstance(source, StaticSourceConfig):
+            holders[name] = StaticCredential(name, source)
+            continue
+        key = source.request_key()
+        if key not in by_request:
+            by_request[key] = TokenHolder(
+                name,
+                ClientCredentialsSource(source, session),
+                refresh_margin_s=source.refresh_margin_s,
+                default_ttl_s=source.default_ttl_s,
+                backoff=Backoff(source.backoff_initial_s, source.backoff_max_s),
+                max_requests_per_hour=source.max_token_requests_per_hour,
+                cold_start_wait_s=source.cold_start_wait_s,
+            )
+        holders[name] = by_request[key]
+    return holders
 
 
 def _client_session() -> aiohttp.ClientSession:

@@ -19,6 +19,7 @@ from proxy.app import create_app
 from proxy.config import ConfigError, ProxyConfig, load_config
 from proxy.demo.runner import run_demo
 from proxy.observability import configure_logging
+from proxy.source_config import StaticSourceConfig
 
 CONFIG_ENV = "INVENTORY_PROXY_CONFIG"
 EXIT_CONFIG = 2
@@ -103,10 +104,20 @@ def summarise(config: ProxyConfig) -> list[str]:
     lines = []
     for name, upstream in config.upstreams.items():
         source = config.token_sources[upstream.token_source]
+        if isinstance(source, StaticSourceConfig):
+            credential = "a static credential"
+        else:
+            credential = (
+                f"{source.auth_method} as {source.client_id!r} at {source.token_url}"
+            )
+        extras = ""
+        if upstream.auth_header.lower() != "authorization":
+            extras += f", sent as {upstream.auth_header}"
+        if upstream.stand_in_token_path:
+            extras += f", stand-in tokens at {upstream.stand_in_token_path}"
         lines.append(
             f"{name}: {upstream.path_prefix} -> {upstream.base_url} "
-            f"(token {upstream.token_source}: {source.auth_method} as "
-            f"{source.client_id!r} at {source.token_url}, "
+            f"(token {upstream.token_source}: {credential}{extras}, "
             f"timeout {upstream.timeout_s:g}s)"
         )
     return lines

@@ -16,18 +16,17 @@ import tomllib
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from proxy.config_fields import (
+    NonNegativeSeconds,
+    PositiveSeconds,
+    Section,
+    check_http_url,
 )
-from yarl import URL
+from proxy.source_config import SOURCE_KINDS, TokenSourceConfig
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 LOOPBACK_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
@@ -35,10 +34,7 @@ LOOPBACK_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     IPv6Network("::1/128"),
 )
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
-_SECRET_KEY = re.compile(r"secret|password|token$|key$", re.IGNORECASE)
-
-PositiveSeconds = Annotated[float, Field(gt=0)]
-NonNegativeSeconds = Annotated[float, Field(ge=0)]
+_SECRET_KEY = re.compile(r"secret|password|token$|key$|value$", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -50,27 +46,7 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_http_url(value: str, *, allow_query: bool) -> str:
-    # Credentials are checked first and no message repeats the URL itself, which may
-    # carry a password or an API key in its query.
-    url = URL(value)
-    if url.user is not None or url.password is not None:
-        raise ValueError("must not carry credentials; use the secret settings instead")
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(
-            f"must be an absolute http:// or https:// URL (scheme {url.scheme!r}, "
-            f"host {url.host!r})"
-        )
-    if url.fragment or (url.query_string and not allow_query):
-        raise ValueError("must not have a query or fragment")
-    return value
-
-
-class ServerConfig(_Section):
+class ServerConfig(Section):
     """Where the proxy listens and what it accepts.
 
     Only callers inside ``trusted_networks`` are served, so binding a wider address
@@ -87,85 +63,14 @@ class ServerConfig(_Section):
     shutdown_grace_s: NonNegativeSeconds = 10.0
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     """How log lines look: JSON lines for machines, console for people."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
 
 
-class TokenSourceConfig(_Section):
-    """One OAuth2 client-credentials client at one token endpoint."""
-
-    token_url: str
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = (
-        "client_secret_basic"
-    )
-    scope: str | None = None
-    audience: str | None = None
-    resource: str | None = None
-    extra_params: dict[str, str] = Field(default_factory=dict)
-    refresh_margin_s: NonNegativeSeconds = 30.0
-    default_ttl_s: PositiveSeconds = 300.0
-    timeout_s: PositiveSeconds = 10.0
-    backoff_initial_s: PositiveSeconds = 1.0
-    backoff_max_s: PositiveSeconds = 60.0
-
-    @field_validator("token_url")
-    @classmethod
-    def _token_url_is_http(cls, value: str) -> str:
-        return _check_http_url(value, allow_query=True)
-
-    @field_validator("client_secret_file")
-    @classmethod
-    def _secret_file_is_readable(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            _read_secret_file(value)
-        return value
-
-    @field_validator("extra_params")
-    @classmethod
-    def _extra_params_do_not_shadow(cls, value: dict[str, str]) -> dict[str, str]:
-        owned = {
-            "grant_type",
-            "client_id",
-            "client_secret",
-            "scope",
-            "audience",
-            "resource",
-        }
-        if clash := sorted(owned & value.keys()):
-            raise ValueError(f"must not set {', '.join(clash)}; use the named keys")
-        return value
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> Self:
-        if (self.client_secret is None) == (self.client_secret_file is None):
-            raise ValueError("set exactly one of client_secret or client_secret_file")
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("backoff_max_s must be at least backoff_initial_s")
-        return self
-
-    def read_client_secret(self) -> str:
-        """The client secret, from the file when one is configured."""
-        if self.client_secret_file is not None:
-            return _read_secret_file(self.client_secret_file)
-        return self.client_secret.get_secret_value() if self.client_secret else ""
-
-    def form_params(self) -> dict[str, str]:
-        """The token request's form parameters other than client authentication."""
-        params = {"grant_type": "client_credentials"}
-        named = {"scope": self.scope, "audience": self.audience}
-        named["resource"] = self.resource
-        params.update({key: value for key, value in named.items() if value})
-        params.update(self.extra_params)
-        return params
-
-
-class UpstreamConfig(_Section):
+class UpstreamConfig(Section):
     """A service behind the proxy: the path prefix it owns and where calls go."""
 
     path_prefix: str
@@ -173,6 +78,10 @@ class UpstreamConfig(_Section):
     token_source: str
     timeout_s: PositiveSeconds = 10.0
     connect_timeout_s: PositiveSeconds = 5.0
+    auth_header: str = Field(default="Authorization", pattern=r"^[A-Za-z0-9-]+$")
+    auth_format: str = "Bearer {token}"
+    stand_in_token_path: str | None = None
+    stand_in_token_lifetime_s: PositiveSeconds = 43200.0
 
     @field_validator("path_prefix")
     @classmethod
@@ -191,10 +100,27 @@ class UpstreamConfig(_Section):
     @field_validator("base_url")
     @classmethod
     def _base_url_is_http(cls, value: str) -> str:
-        return _check_http_url(value, allow_query=False).rstrip("/")
+        return check_http_url(value, allow_query=False).rstrip("/")
+
+    @field_validator("auth_format")
+    @classmethod
+    def _format_places_the_token_once(cls, value: str) -> str:
+        if value.count("{token}") != 1:
+            raise ValueError(f"must contain {{token}} exactly once, got {value!r}")
+        return value
+
+    @field_validator("stand_in_token_path")
+    @classmethod
+    def _pattern_is_a_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "**" in value):
+            raise ValueError(
+                f"must be a path under path_prefix like '/*/v1/oauth2/token', "
+                f"got {value!r}"
+            )
+        return value
 
 
-class ProxyConfig(_Section):
+class ProxyConfig(Section):
     """The whole configuration, with references between sections checked."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -285,7 +211,10 @@ def _expand(value: Any, environ: Mapping[str, str], key: tuple[str, ...]) -> Any
 def _describe(exc: ValidationError) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"])
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[0] == "token_sources" and loc[2] in SOURCE_KINDS:
+            del loc[2]  # the union's tag, not a key the user wrote
+        key = ".".join(str(part) for part in loc)
         context = error.get("ctx", {}).get("error")
         if context is not None:
             message = str(context)
@@ -299,14 +228,3 @@ def _describe(exc: ValidationError) -> list[tuple[str, str]]:
             message = f"{error['msg']} (got {error['input']!r})"
         problems.append((key, message))
     return problems
-
-
-def _read_secret_file(path: Path) -> str:
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ValueError(f"cannot read {path}: {reason}") from None
-    if not secret:
-        raise ValueError(f"{path} is empty")
-    return secret

@@ -20,7 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
 from proxy.routing import RouteMatch
-from proxy.tokens import AccessToken, TokenHolder
+from proxy.tokens import AccessToken, CredentialHolder
 
 log = structlog.get_logger("proxy.forwarding")
 
@@ -65,7 +65,7 @@ class Forwarder:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        holders: Mapping[str, TokenHolder],
+        holders: Mapping[str, CredentialHolder],
         *,
         max_body_bytes: int,
     ) -> None:
@@ -85,12 +85,15 @@ class Forwarder:
         holder = self._holders[upstream.token_source]
         body = await self._read_body(request)
         headers = upstream_request_headers(request, request_id)
+        headers.popall(upstream.auth_header, None)
         timeout = aiohttp.ClientTimeout(
             total=upstream.timeout_s, connect=upstream.connect_timeout_s
         )
 
         async def send(token: AccessToken) -> aiohttp.ClientResponse:
-            headers["Authorization"] = f"{token.token_type} {token.value}"
+            headers[upstream.auth_header] = upstream.auth_format.replace(
+                "{token}", token.value
+            )
             try:
                 return await self._session.request(
                     request.method,
@@ -113,18 +116,20 @@ class Forwarder:
 
         token = await holder.token()
         response = await send(token)
-        if response.status == 401:
+        if response.status == 401 and holder.retire(token):
             response.release()
-            holder.retire(token)
+            fresh = await holder.token()
             record.replayed = True
-            response = await send(await holder.token())
+            response = await send(fresh)
             if response.status == 401:
+                challenge = response.headers.get("WWW-Authenticate")
                 log.warning(
                     "upstream.token_rejected",
                     upstream=match.route.name,
                     source=upstream.token_source,
-                    www_authenticate=response.headers.get("WWW-Authenticate"),
+                    www_authenticate=challenge,
                 )
+                holder.refused_when_fresh(fresh, challenge)
         return await self._stream_back(request, response, request_id)
 
     async def _read_body(self, request: web.Request) -> bytes | None:

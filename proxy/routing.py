@@ -15,27 +15,36 @@ from yarl import URL
 
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, NoRoute
+from proxy.stand_in import StandInTokens
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
     upstream: UpstreamConfig
+    stand_in: StandInTokens
 
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
-    """A request matched to its upstream, with the exact URL to call."""
+    """A request matched to its upstream, with the exact URL to call.
+
+    ``remainder`` is the raw path below the upstream's prefix.
+    """
 
     route: Route
     url: URL
+    remainder: str
 
 
 class RouteTable:
     """Maps request paths to upstreams by their ``path_prefix``."""
 
     def __init__(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        routes = [Route(name, upstream) for name, upstream in upstreams.items()]
+        routes = [
+            Route(name, upstream, StandInTokens(upstream))
+            for name, upstream in upstreams.items()
+        ]
         self._routes = sorted(
             routes, key=lambda route: len(route.upstream.path_prefix), reverse=True
         )
@@ -54,7 +63,7 @@ class RouteTable:
                 target = route.upstream.base_url + remainder
                 if raw_query:
                     target += "?" + raw_query
-                return RouteMatch(route, URL(target, encoded=True))
+                return RouteMatch(route, URL(target, encoded=True), remainder)
         raise NoRoute(f"no upstream serves the path {_printable(raw_path)}")
 
 

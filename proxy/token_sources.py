@@ -1,67 +1,74 @@
-"""How a token is obtained: OAuth2 client credentials (RFC 6749 §4.4).
+"""How a token is obtained: OAuth2 client credentials (RFC 6749 §4.4) and kin.
 
-A source knows one token endpoint and one client; it sends a request and turns the
-answer into a ``TokenGrant`` or a ``TokenFetchError`` whose reason is safe to log.
-It holds no state between requests: caching, single flight and back-off belong to
-the ``TokenHolder`` in front of it.
+A source knows one token endpoint and one client; it sends one request and turns the
+answer into a ``TokenGrant``, or a ``TokenFetchError`` whose reason is safe to log.
+Standard endpoints take a form and answer ``access_token``/``expires_in``; for those
+that take JSON or nest the token elsewhere, the request format and the field paths
+come from the config. A source holds no state between requests: caching, single
+flight, back-off and the budget belong to the ``TokenHolder`` in front of it.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote
+from typing import Any
 
 import aiohttp
 
-from proxy.config import TokenSourceConfig
+from proxy.client_auth import (
+    ClientAuthentication,
+    KeyFileError,
+    TlsContextCache,
+    parse_signing_key,
+)
+from proxy.secret_files import SecretFileError, WatchedFile
+from proxy.source_config import OAuth2SourceConfig
 from proxy.tokens import TokenFetchError, TokenGrant
 
-_ERROR_BODY_LIMIT = 64 * 1024
-
-
-def client_secret_basic(client_id: str, client_secret: str) -> str:
-    """The Authorization header value for ``client_secret_basic``.
-
-    RFC 6749 §2.3.1 form-urlencodes the id and the secret before joining them with a
-    colon, so a secret holding ``:``, ``+``, ``/`` or ``%`` survives the trip. authlib's
-    client encodes the raw values and would garble such a secret, hence our own.
-    """
-    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+_ANSWER_LIMIT = 64 * 1024
 
 
 class ClientCredentialsSource:
     """An OAuth2 client-credentials client for one token endpoint."""
 
-    def __init__(self, config: TokenSourceConfig, session: aiohttp.ClientSession):
+    def __init__(
+        self, config: OAuth2SourceConfig, session: aiohttp.ClientSession
+    ) -> None:
         self._config = config
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._auth = client_authentication(config)
+        self._tls = TlsContextCache(
+            config.ca_file, config.tls_client_cert_file, config.tls_client_key_file
+        )
 
     async def fetch_token(self) -> TokenGrant:
         """Request a token; raises ``TokenFetchError`` with a loggable reason."""
         config = self._config
-        form = config.form_params()
+        params = config.token_params()
         headers = {"Accept": "application/json"}
-        secret = config.read_client_secret()
-        if config.auth_method == "client_secret_basic":
-            headers["Authorization"] = client_secret_basic(config.client_id, secret)
-        else:
-            form.update(client_id=config.client_id, client_secret=secret)
+        try:
+            self._auth.apply(params, headers)
+            ssl_context = self._tls.context()
+        except (SecretFileError, KeyFileError, OSError) as exc:
+            raise TokenFetchError(f"client credentials unusable: {exc}") from None
+        body: dict[str, Any] = (
+            {"json": params} if config.request_format == "json" else {"data": params}
+        )
 
         requested_at = time.monotonic()
         try:
             async with self._session.post(
                 config.token_url,
-                data=form,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                ssl=ssl_context if ssl_context is not None else True,
+                **body,
             ) as response:
-                body = await response.content.read(_ERROR_BODY_LIMIT + 1)
+                answer = await response.content.read(_ANSWER_LIMIT + 1)
                 status = response.status
                 retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
@@ -75,42 +82,81 @@ class ClientCredentialsSource:
 
         if status != 200:
             raise TokenFetchError(
-                f"token endpoint answered {status}{_oauth_error(body)}",
+                f"token endpoint answered {status}{_oauth_error(answer)}",
                 retry_after_s=retry_after_s if status in (429, 503) else None,
             )
-        return _parse_grant(body, requested_at)
+        return self._grant(answer, requested_at)
 
-
-def _parse_grant(body: bytes, requested_at: float) -> TokenGrant:
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise TokenFetchError("token endpoint answered 200 without JSON") from None
-    if not isinstance(answer, dict):
-        raise TokenFetchError("token endpoint answered 200 with a non-object JSON")
-
-    value = answer.get("access_token")
-    if not isinstance(value, str) or not value:
-        raise TokenFetchError("token endpoint answer has no access_token")
-    token_type = answer.get("token_type", "Bearer")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise TokenFetchError(f"token endpoint issued token_type {token_type!r}")
-
-    expires_in = answer.get("expires_in")
-    if expires_in is not None:
-        # Some providers send the number as a string; RFC 6749 §5.1 says a number.
+    def _grant(self, answer: bytes, requested_at: float) -> TokenGrant:
+        config = self._config
         try:
-            expires_in = float(expires_in)
-        except (TypeError, ValueError):
-            raise TokenFetchError("token endpoint answered a bad expires_in") from None
-    scope = answer.get("scope")
-    return TokenGrant(
-        value=value,
-        token_type="Bearer",  # noqa: S106 - a token type, not a secret
-        expires_in_s=expires_in,
-        requested_at=requested_at,
-        scope=scope if isinstance(scope, str) else None,
+            document = json.loads(answer)
+        except ValueError:
+            raise TokenFetchError("token endpoint answered 200 without JSON") from None
+
+        value = field_at(document, config.token_field)
+        if not isinstance(value, str) or not value:
+            raise TokenFetchError(f"token endpoint answer has no {config.token_field}")
+        token_type = field_at(document, config.token_type_field) or "Bearer"
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise TokenFetchError(f"token endpoint issued token_type {token_type!r}")
+
+        lifetime = field_at(document, config.expires_in_field)
+        expires_in: float | None = None
+        if lifetime is not None:
+            # Some providers send the number as a string; RFC 6749 §5.1 says a number.
+            try:
+                if isinstance(lifetime, bool) or not isinstance(
+                    lifetime, int | float | str
+                ):
+                    raise TypeError
+                expires_in = float(lifetime)
+            except (TypeError, ValueError):
+                raise TokenFetchError(
+                    f"token endpoint answered a bad {config.expires_in_field}"
+                ) from None
+        scope = field_at(document, "scope")
+        return TokenGrant(
+            value=value,
+            token_type="Bearer",  # noqa: S106 - a token type, not a secret
+            expires_in_s=expires_in,
+            requested_at=requested_at,
+            scope=scope if isinstance(scope, str) else None,
+        )
+
+
+def client_authentication(config: OAuth2SourceConfig) -> ClientAuthentication:
+    """The configured client authentication, with its files watched for rotation."""
+    secret: WatchedFile[str] | str | None = None
+    if config.client_secret_file is not None:
+        secret = WatchedFile(config.client_secret_file, str)
+    elif config.client_secret is not None:
+        secret = config.client_secret.get_secret_value()
+    alg = config.jwt_alg
+    signing_key = None
+    if config.private_key_file is not None:
+        signing_key = WatchedFile(
+            config.private_key_file, lambda pem: parse_signing_key(pem, alg)
+        )
+    return ClientAuthentication(
+        client_id=config.client_id,
+        method=config.auth_method,
+        audience=config.assertion_audience or config.token_url,
+        secret=secret,
+        signing_key=signing_key,
+        signing_alg=alg,
+        key_id=config.key_id,
+        assertion_lifetime_s=config.assertion_lifetime_s,
     )
+
+
+def field_at(document: object, path: str) -> object:
+    """The value at a dotted ``path`` in a JSON document, or None."""
+    for part in path.split("."):
+        if not isinstance(document, dict):
+            return None
+        document = document.get(part)
+    return document
 
 
 def _oauth_error(body: bytes) -> str:

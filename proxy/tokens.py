@@ -28,6 +28,7 @@ import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -112,6 +113,59 @@ class HolderStatus:
     consecutive_failures: int
     last_error: str | None
     retry_in_s: float | None
+    requests_last_hour: int = 0
+
+
+class CredentialHolder(Protocol):
+    """What the forwarder and the health checks need of a token holder."""
+
+    name: str
+
+    async def token(self) -> AccessToken: ...
+
+    def retire(self, token: AccessToken) -> bool: ...
+
+    def refused_when_fresh(
+        self, token: AccessToken, www_authenticate: str | None
+    ) -> None: ...
+
+    def refresh_soon(self) -> None: ...
+
+    async def wait_for_token(self, timeout_s: float) -> bool: ...
+
+    def status(self) -> HolderStatus: ...
+
+    async def close(self) -> None: ...
+
+
+class TokenBudget:
+    """At most ``per_hour`` token requests in any sliding hour.
+
+    A guard against a misconfiguration or a storm of 401s pushing the provider past
+    its quota (IBM's is 1,000 per hour per tenant, shared by every client).
+    """
+
+    WINDOW_S = 3600.0
+
+    def __init__(self, per_hour: int | None, clock: Callable[[], float]) -> None:
+        self.per_hour = per_hour
+        self._clock = clock
+        self._sent: deque[float] = deque()
+
+    def used(self) -> int:
+        horizon = self._clock() - self.WINDOW_S
+        while self._sent and self._sent[0] <= horizon:
+            self._sent.popleft()
+        return len(self._sent)
+
+    def wait_s(self) -> float:
+        """Seconds until a request may be sent; 0 when one may be sent now."""
+        if self.per_hour is None or self.used() < self.per_hour:
+            return 0.0
+        return self._sent[0] + self.WINDOW_S - self._clock()
+
+    def spend(self) -> None:
+        self._sent.append(self._clock())
 
 
 class TokenHolder:
@@ -125,6 +179,8 @@ class TokenHolder:
         refresh_margin_s: float,
         default_ttl_s: float,
         backoff: Backoff,
+        max_requests_per_hour: int | None = None,
+        cold_start_wait_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -133,13 +189,18 @@ class TokenHolder:
         self._refresh_margin_s = refresh_margin_s
         self._default_ttl_s = default_ttl_s
         self._backoff = backoff
+        self._budget = TokenBudget(max_requests_per_hour, clock)
         self._clock = clock
         self._wall_clock = wall_clock
+        self._cold_start_until = clock() + cold_start_wait_s
         self._lock = asyncio.Lock()
         self._current: AccessToken | None = None
+        self._ever_held = False
+        self._refused: AccessToken | None = None
         self._failures = 0
         self._last_error: str | None = None
         self._retry_at = 0.0
+        self._budget_logged = False
         self._background: asyncio.Task[None] | None = None
 
     async def token(self) -> AccessToken:
@@ -154,15 +215,44 @@ class TokenHolder:
             if now >= current.refresh_at:
                 self.refresh_soon()
             return current
-        return await self._refresh(stale=current)
+        try:
+            return await self._refresh(stale=current)
+        except TokenUnavailable as error:
+            if self._ever_held:
+                raise
+            return await self._await_first_token(error)
 
-    def retire(self, token: AccessToken) -> None:
-        """Stop using ``token`` after an upstream refused it, if it is still current.
+    def retire(self, token: AccessToken) -> bool:
+        """Stop using ``token`` after an upstream refused it; whether to replay.
 
-        A newer token is left alone: the refused call simply replays with it.
+        Only the current token is retired; when a newer one exists the refused call
+        simply replays with it. A token already refused right after it was issued
+        is kept (see ``refused_when_fresh``) and the answer is not to replay.
         """
+        if token is self._refused:
+            return False
         if self._current is token:
             self._current = None
+        return True
+
+    def refused_when_fresh(
+        self, token: AccessToken, www_authenticate: str | None
+    ) -> None:
+        """An upstream refused a token just issued to replace a refused one.
+
+        That is a misconfigured scope or audience, not expiry: refreshing again
+        would only loop. It is logged once, and the token is kept until it expires,
+        so further refusals pass through without a token request each.
+        """
+        if token is self._refused:
+            return
+        self._refused = token
+        log.error(
+            "token.refused_when_fresh",
+            source=self.name,
+            www_authenticate=www_authenticate,
+            hint="check the token source's scope, audience and the client's grants",
+        )
 
     def refresh_soon(self) -> None:
         """Start a background refresh unless one is running or a back-off forbids it."""
@@ -193,6 +283,7 @@ class TokenHolder:
             consecutive_failures=self._failures,
             last_error=self._last_error,
             retry_in_s=self._retry_at - now if self._retry_at > now else None,
+            requests_last_hour=self._budget.used(),
         )
 
     async def close(self) -> None:
@@ -219,7 +310,44 @@ class TokenHolder:
                     return current
                 raise self._unavailable(now)
 
+            if (budget_wait_s := self._budget.wait_s()) > 0:
+                return self._over_budget(current, now, budget_wait_s)
+
+            self._budget.spend()
+            self._budget_logged = False
             return await self._fetch(current, now)
+
+    def _over_budget(
+        self, current: AccessToken | None, now: float, wait_s: float
+    ) -> AccessToken:
+        if not self._budget_logged:
+            self._budget_logged = True
+            log.error(
+                "token.budget_exhausted",
+                source=self.name,
+                max_requests_per_hour=self._budget.per_hour,
+                retry_in_s=round(wait_s, 1),
+            )
+        if current is not None and current.is_valid(now):
+            return current
+        raise TokenUnavailable(
+            f"token source {self.name!r} used its budget of "
+            f"{self._budget.per_hour} token requests per hour",
+            retry_after_s=wait_s,
+        )
+
+    async def _await_first_token(self, error: TokenUnavailable) -> AccessToken:
+        """At a cold start, wait (bounded) for the next attempt instead of failing."""
+        while True:
+            now = self._clock()
+            next_attempt = now + error.retry_after_s
+            if next_attempt >= self._cold_start_until:
+                raise error
+            await asyncio.sleep(error.retry_after_s)
+            try:
+                return await self._refresh(stale=None)
+            except TokenUnavailable as again:
+                error = again
 
     async def _fetch(self, current: AccessToken | None, now: float) -> AccessToken:
         try:
@@ -245,6 +373,7 @@ class TokenHolder:
             raise self._unavailable(failed_at) from None
 
         self._current = token
+        self._ever_held = True
         self._failures = 0
         self._last_error = None
         self._retry_at = 0.0

@@ -164,6 +164,7 @@ def proxy_config(
                     "client_id": CLIENT_ID,
                     "client_secret": CLIENT_SECRET,
                     "timeout_s": 2,
+                    "cold_start_wait_s": 0,
                     **(source or {}),
                 }
             },

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from proxy.config import ConfigError, load_config, parse_config
+from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
+from proxy.token_sources import client_authentication
 
 SECRET = "s3cr3t-Do-Not-Print"
 
@@ -116,7 +118,7 @@ def test_full_config_loads_with_its_values(tmp_path: Path) -> None:
     assert (config.log.level, config.log.format) == ("debug", "console")
     iv = config.token_sources["iv"]
     assert iv.token_url == "https://idp.example/oauth2/token"
-    assert (iv.client_id, iv.read_client_secret()) == ("oms-proxy", SECRET)
+    assert (iv.client_id, sent_secret(iv)) == ("oms-proxy", SECRET)
     assert iv.auth_method == "client_secret_post"
     assert (iv.refresh_margin_s, iv.timeout_s, iv.default_ttl_s) == (45, 3, 300)
     pricing = config.token_sources["pricing"]
@@ -152,7 +154,7 @@ def test_placeholders_are_filled_from_the_given_environ() -> None:
 
     config = parse_config(to_toml(tree), environ)
 
-    assert config.token_sources["iv"].read_client_secret() == SECRET
+    assert sent_secret(config.token_sources["iv"]) == SECRET
     upstream = config.upstreams["inventory"]
     assert upstream.base_url == "https://inventory.internal:8443/api"
 
@@ -164,7 +166,7 @@ def test_double_dollar_is_a_literal_dollar() -> None:
 
     config = parse_config(to_toml(tree), {})
 
-    secret = config.token_sources["iv"].read_client_secret()
+    secret = sent_secret(config.token_sources["iv"])
     assert secret == "pa$word-${NOT_A_VAR}"
 
 
@@ -357,7 +359,7 @@ def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
 
     config = parse_config(to_toml(tree), {})
 
-    assert config.token_sources["iv"].read_client_secret() == SECRET
+    assert sent_secret(config.token_sources["iv"]) == SECRET
 
 
 def test_secret_and_secret_file_together_are_refused(tmp_path: Path) -> None:
@@ -369,7 +371,10 @@ def test_secret_and_secret_file_together_are_refused(tmp_path: Path) -> None:
 
     message = config_error(tree)
 
-    assert "token_sources.iv: set exactly one of client_secret" in message
+    assert (
+        "token_sources.iv: client_secret_basic needs exactly one of client_secret"
+        in message
+    )
 
 
 def test_a_source_without_any_secret_is_refused() -> None:
@@ -379,7 +384,10 @@ def test_a_source_without_any_secret_is_refused() -> None:
 
     message = config_error(tree)
 
-    assert "token_sources.iv: set exactly one of client_secret" in message
+    assert (
+        "token_sources.iv: client_secret_basic needs exactly one of client_secret"
+        in message
+    )
 
 
 def test_missing_secret_file_names_the_key(tmp_path: Path) -> None:
@@ -459,7 +467,7 @@ def test_backoff_max_below_initial_is_refused() -> None:
     assert "backoff_max_s must be at least backoff_initial_s" in message
 
 
-def test_form_params_carry_the_named_and_extra_parameters() -> None:
+def test_token_params_carry_the_named_and_extra_parameters() -> None:
     """The token request form holds grant_type, scope, audience, resource and extras."""
     tree = base_tree()
     tree["token_sources"]["iv"].update(
@@ -470,7 +478,7 @@ def test_form_params_carry_the_named_and_extra_parameters() -> None:
     )
     source = parse_config(to_toml(tree), {}).token_sources["iv"]
 
-    params = source.form_params()
+    params = source.token_params()
 
     assert params == {
         "grant_type": "client_credentials",
@@ -481,11 +489,11 @@ def test_form_params_carry_the_named_and_extra_parameters() -> None:
     }
 
 
-def test_form_params_leave_out_unset_names() -> None:
+def test_token_params_leave_out_unset_names() -> None:
     """Without scope, audience or resource the form holds the grant type alone."""
     source = parse_config(to_toml(base_tree()), {}).token_sources["iv"]
 
-    params = source.form_params()
+    params = source.token_params()
 
     assert params == {"grant_type": "client_credentials"}
 
@@ -633,4 +641,13 @@ def test_annotated_example_config_is_valid(tmp_path: Path) -> None:
     config = parse_config(text, {"IV_CLIENT_SECRET": "iv-secret"})
 
     assert sorted(config.upstreams) == ["delivery", "inventory", "price"]
-    assert config.token_sources["pricing"].read_client_secret() == "pricing-secret"
+    assert sent_secret(config.token_sources["pricing"]) == "pricing-secret"
+
+
+def sent_secret(source: OAuth2SourceConfig | StaticSourceConfig) -> str:
+    """The client secret a token request would carry, as client_secret_post sends it."""
+    assert isinstance(source, OAuth2SourceConfig)
+    post = source.model_copy(update={"auth_method": "client_secret_post"})
+    params: dict[str, str] = {}
+    client_authentication(post).apply(params, {})
+    return params["client_secret"]

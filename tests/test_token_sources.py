@@ -18,14 +18,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.config import TokenSourceConfig
+from proxy.client_auth import client_secret_basic
 from proxy.demo.identity_provider import IdentityProvider
 from proxy.errors import TokenUnavailable
-from proxy.token_sources import (
-    ClientCredentialsSource,
-    client_secret_basic,
-    parse_retry_after,
-)
+from proxy.source_config import OAuth2SourceConfig
+from proxy.token_sources import ClientCredentialsSource, parse_retry_after
 from proxy.tokens import Backoff, TokenFetchError, TokenHolder
 from tests.conftest import (
     CLIENT_ID,
@@ -36,8 +33,8 @@ from tests.conftest import (
 )
 
 
-def source_config(token_url: str, **overrides: Any) -> TokenSourceConfig:
-    return TokenSourceConfig.model_validate(
+def source_config(token_url: str, **overrides: Any) -> OAuth2SourceConfig:
+    return OAuth2SourceConfig.model_validate(
         {
             "token_url": token_url,
             "client_id": CLIENT_ID,
