@@ -8,18 +8,24 @@ come from, never what they are.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ConfigError, ProxyConfig, load_config
 from proxy.demo.runner import run_demo
 from proxy.observability import configure_logging
-from proxy.source_config import StaticSourceConfig
+from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
+from proxy.token_sources import ClientCredentialsSource
+from proxy.tokens import TokenFetchError, TokenGrant, decode_jwt_parts
 
 CONFIG_ENV = "INVENTORY_PROXY_CONFIG"
 EXIT_CONFIG = 2
@@ -53,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_config_option(check)
     check.set_defaults(run=_check_config)
+
+    token = commands.add_parser(
+        "token",
+        help="fetch one token from a source and describe it (never printing it)",
+    )
+    token.add_argument("source", help="the [token_sources] name")
+    _add_config_option(token)
+    token.set_defaults(run=_token)
 
     demo = commands.add_parser(
         "demo", help="run the proxy in front of an embedded demo identity provider"
@@ -120,6 +134,62 @@ def summarise(config: ProxyConfig) -> list[str]:
             f"(token {upstream.token_source}: {credential}{extras}, "
             f"timeout {upstream.timeout_s:g}s)"
         )
+    return lines
+
+
+def _token(args: argparse.Namespace) -> int:
+    config = _load(args)
+    source = config.token_sources.get(args.source)
+    if source is None:
+        known = ", ".join(sorted(config.token_sources)) or "none"
+        raise ConfigError(
+            [(f"token_sources.{args.source}", f"is not configured (known: {known})")]
+        )
+    if isinstance(source, StaticSourceConfig):
+        print(f"{args.source}: a static credential; there is nothing to fetch")
+        return 0
+    try:
+        grant = asyncio.run(_fetch_once(source))
+    except TokenFetchError as exc:
+        print(f"{args.source}: {exc.reason}", file=sys.stderr)
+        return 1
+    for line in describe_grant(args.source, source, grant):
+        print(line)
+    return 0
+
+
+async def _fetch_once(source: OAuth2SourceConfig) -> TokenGrant:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        return await ClientCredentialsSource(source, session).fetch_token()
+
+
+def describe_grant(
+    name: str, source: OAuth2SourceConfig, grant: TokenGrant
+) -> list[str]:
+    """What an operator needs to debug a provider; the token itself never appears."""
+    lifetime = (
+        f"{grant.expires_in_s:g} s" if grant.expires_in_s is not None else "not given"
+    )
+    lines = [
+        f"source:      {name} ({source.auth_method} as {source.client_id!r})",
+        f"token_url:   {source.token_url}",
+        f"token_type:  {grant.token_type}",
+        f"expires_in:  {lifetime}",
+        f"scope:       {grant.scope or 'not given'}",
+        f"length:      {len(grant.value)} characters",
+    ]
+    header, claims = decode_jwt_parts(grant.value)
+    if claims is None:
+        lines.append("format:      opaque (not a JWT)")
+        return lines
+    lines.append("format:      JWT (claims shown unverified; signature not shown)")
+    lines.append(f"header:      {json.dumps(header, sort_keys=True)}")
+    for claim, value in sorted(claims.items()):
+        shown = json.dumps(value)
+        if claim in ("exp", "iat", "nbf") and isinstance(value, int | float):
+            moment = datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+            shown = f"{value} ({moment})"
+        lines.append(f"claim {claim}: {shown}")
     return lines
 
 

@@ -153,12 +153,19 @@ def proxy_config(
     source: dict[str, Any] | None = None,
     route: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    token_sources: dict[str, Any] | None = None,
+    upstreams: dict[str, Any] | None = None,
 ) -> ProxyConfig:
-    """A one-upstream config for ``/inventory``; keyword tables override defaults."""
+    """A config for ``/inventory`` with source ``iv``; keywords override or add.
+
+    ``source``, ``route`` and ``server`` override keys of the default tables;
+    ``token_sources`` and ``upstreams`` add whole tables beside them.
+    """
     return ProxyConfig.model_validate(
         {
             "server": {"port": 0, **(server or {})},
             "token_sources": {
+                **(token_sources or {}),
                 "iv": {
                     "token_url": token_url,
                     "client_id": CLIENT_ID,
@@ -175,7 +182,8 @@ def proxy_config(
                     "token_source": "iv",
                     "timeout_s": 5,
                     **(route or {}),
-                }
+                },
+                **(upstreams or {}),
             },
         }
     )
