@@ -23,11 +23,12 @@ from proxy.config import ProxyConfig
 from proxy.errors import Forbidden, ProxyError, error_response, proxy_error_response
 from proxy.forwarding import CallRecord, Forwarder
 from proxy.observability import request_id_from
+from proxy.pacing import Backoff
 from proxy.routing import RouteTable
 from proxy.source_config import StaticSourceConfig
 from proxy.static_credential import StaticCredential
 from proxy.token_sources import ClientCredentialsSource
-from proxy.tokens import Backoff, CredentialHolder, TokenHolder
+from proxy.tokens import CredentialHolder, TokenHolder
 
 log = structlog.get_logger("proxy.app")
 

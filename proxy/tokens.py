@@ -26,9 +26,7 @@ import base64
 import binascii
 import contextlib
 import json
-import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,10 +34,9 @@ from typing import Protocol
 import structlog
 
 from proxy.errors import TokenUnavailable
+from proxy.pacing import Backoff, TokenBudget
 
 log = structlog.get_logger("proxy.tokens")
-
-_MAX_RETRY_AFTER_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -89,21 +86,6 @@ class TokenSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential back-off with equal jitter, never shorter than a Retry-After."""
-
-    initial_s: float
-    max_s: float
-
-    def delay_s(self, failures: int, retry_after_s: float | None = None) -> float:
-        ceiling: float = min(self.max_s, self.initial_s * 2.0 ** max(0, failures - 1))
-        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, _MAX_RETRY_AFTER_S))
-        return delay
-
-
-@dataclass(frozen=True, slots=True)
 class HolderStatus:
     """A holder's state for health checks and operators; never the token."""
 
@@ -136,36 +118,6 @@ class CredentialHolder(Protocol):
     def status(self) -> HolderStatus: ...
 
     async def close(self) -> None: ...
-
-
-class TokenBudget:
-    """At most ``per_hour`` token requests in any sliding hour.
-
-    A guard against a misconfiguration or a storm of 401s pushing the provider past
-    its quota (IBM's is 1,000 per hour per tenant, shared by every client).
-    """
-
-    WINDOW_S = 3600.0
-
-    def __init__(self, per_hour: int | None, clock: Callable[[], float]) -> None:
-        self.per_hour = per_hour
-        self._clock = clock
-        self._sent: deque[float] = deque()
-
-    def used(self) -> int:
-        horizon = self._clock() - self.WINDOW_S
-        while self._sent and self._sent[0] <= horizon:
-            self._sent.popleft()
-        return len(self._sent)
-
-    def wait_s(self) -> float:
-        """Seconds until a request may be sent; 0 when one may be sent now."""
-        if self.per_hour is None or self.used() < self.per_hour:
-            return 0.0
-        return self._sent[0] + self.WINDOW_S - self._clock()
-
-    def spend(self) -> None:
-        self._sent.append(self._clock())
 
 
 class TokenHolder:

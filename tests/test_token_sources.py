@@ -21,9 +21,10 @@ from aiohttp.test_utils import TestServer
 from proxy.client_auth import client_secret_basic
 from proxy.demo.identity_provider import IdentityProvider
 from proxy.errors import TokenUnavailable
+from proxy.pacing import Backoff
 from proxy.source_config import OAuth2SourceConfig
 from proxy.token_sources import ClientCredentialsSource, parse_retry_after
-from proxy.tokens import Backoff, TokenFetchError, TokenHolder
+from proxy.tokens import TokenFetchError, TokenHolder
 from tests.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from proxy.errors import TokenUnavailable
+from proxy.pacing import Backoff
 from proxy.tokens import (
     AccessToken,
-    Backoff,
     TokenFetchError,
     TokenGrant,
     TokenHolder,
