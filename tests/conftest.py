@@ -173,7 +173,7 @@ def proxy_config(
                     "timeout_s": 2,
                     "cold_start_wait_s": 0,
                     **(source or {}),
-                }
+                },
             },
             "upstreams": {
                 "inventory": {
