@@ -638,9 +638,11 @@ def test_annotated_example_config_is_valid(tmp_path: Path) -> None:
         "/run/secrets/pricing_client_secret", str(secret_file)
     )
 
-    config = parse_config(text, {"IV_CLIENT_SECRET": "iv-secret"})
+    environ = {"IV_CLIENT_SECRET": "iv-secret", "CARRIER_API_KEY": "k"}
 
-    assert sorted(config.upstreams) == ["delivery", "inventory", "price"]
+    config = parse_config(text, environ)
+
+    assert sorted(config.upstreams) == ["carrier", "delivery", "inventory", "price"]
     assert sent_secret(config.token_sources["pricing"]) == "pricing-secret"
 
 

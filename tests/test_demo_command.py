@@ -63,8 +63,9 @@ async def test_demo_curl_lines_work_as_printed(
         assert curl.returncode == 0, (line, err.decode())
         answers.append(json.loads(out))
 
-    assert len(curls) == 5
-    availability, reservation, delivery, prices, ready = answers
+    assert len(curls) == 6
+    stand_in, availability, reservation, delivery, prices, ready = answers
+    assert stand_in["access_token"].startswith("stand-in.")
     [line_answer] = availability["lines"]
     assert line_answer["networkAvailabilities"][0]["totalAvailableQuantity"] >= 0
     assert reservation["lines"][0]["reservationId"]

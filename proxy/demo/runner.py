@@ -119,6 +119,9 @@ def banner(proxy_url: str, backend: DemoBackend) -> str:
             f"{PRICING_TOKEN_LIFETIME_S:g} s (pricing); watch token.refreshed below.",
             "The calls carry no credentials: the proxy attaches the tokens.",
             "",
+            "# What IBM Sterling OMS does first: ask for its own token (a stand-in)",
+            f"curl -s -X POST {proxy_url}/inventory/{tenant}/v1/oauth2/token "
+            "-d grant_type=client_credentials",
             "# Network availability",
             post(f"/inventory/{tenant}/v1/availability/network", availability),
             "# Reserve two units",
