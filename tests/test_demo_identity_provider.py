@@ -12,6 +12,7 @@ from joserfc import jwt
 from pytest_aiohttp import AiohttpClient
 
 from proxy.demo.identity_provider import (
+    ClientRegistration,
     IdentityProvider,
     JwtAlgorithm,
     announced_expires_in,
@@ -146,14 +147,16 @@ async def test_unknown_client_is_answered_like_a_wrong_secret(client: Client) ->
 async def test_post_only_provider_refuses_basic_credentials(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    """A provider limited to client_secret_post refuses Basic with a 400."""
+    """A provider limited to client_secret_post refuses Basic with a 401 challenge."""
     idp = IdentityProvider({"oms": SECRET}, auth_methods=("client_secret_post",))
     client = await aiohttp_client(idp.build_app())
     headers = {"Authorization": rfc_basic("oms", SECRET)}
 
     response = await client.post("/oauth2/token", data=GRANT, headers=headers)
 
-    assert response.status == 400
+    # RFC 6749 section 5.2: a client that tried the Authorization header gets a 401.
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
     assert (await response.json())["error"] == "invalid_client"
 
 
@@ -352,3 +355,82 @@ async def test_plain_http_to_a_non_loopback_host_is_refused(client: Client) -> N
 
     assert response.status == 400
     assert (await response.json())["error"] == "insecure_transport"
+
+
+async def test_requests_beyond_the_hourly_cap_get_429_with_retry_after(
+    clock: FakeClock, aiohttp_client: AiohttpClient
+) -> None:
+    """The third request within an hour of a cap of two waits for the oldest to age."""
+    idp = IdentityProvider({"oms": SECRET}, max_token_requests_per_hour=2, clock=clock)
+    client = await aiohttp_client(idp.build_app())
+    await client.post("/oauth2/token", data=CREDENTIALS)
+    clock.now += 600
+    await client.post("/oauth2/token", data={**CREDENTIALS, "client_secret": "wrong"})
+
+    refused = await client.post("/oauth2/token", data=CREDENTIALS)
+
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "3000"
+    assert (await refused.json())["error"] == "rate_limited"
+    assert idp.token_requests == 3
+    assert idp.tokens_issued == 1
+
+
+async def test_rate_limit_window_slides_and_refusals_take_no_slot(
+    clock: FakeClock, aiohttp_client: AiohttpClient
+) -> None:
+    """Once the oldest request is an hour old one slot frees; the next waits again."""
+    idp = IdentityProvider({"oms": SECRET}, max_token_requests_per_hour=2, clock=clock)
+    client = await aiohttp_client(idp.build_app())
+    await client.post("/oauth2/token", data=CREDENTIALS)
+    clock.now += 600
+    await client.post("/oauth2/token", data=CREDENTIALS)
+    await client.post("/oauth2/token", data=CREDENTIALS)
+    clock.now += 3000
+
+    admitted = await client.post("/oauth2/token", data=CREDENTIALS)
+    refused = await client.post("/oauth2/token", data=CREDENTIALS)
+
+    assert admitted.status == 200
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "600"
+
+
+async def test_registration_may_narrow_a_clients_methods(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """A client registered for client_secret_post alone cannot use Basic."""
+    registration = ClientRegistration(
+        client_secret=SECRET, auth_methods=("client_secret_post",)
+    )
+    idp = IdentityProvider({"oms": registration, "other": "other-secret"})
+    client = await aiohttp_client(idp.build_app())
+    headers = {"Authorization": rfc_basic("oms", SECRET)}
+
+    basic = await client.post("/oauth2/token", data=GRANT, headers=headers)
+    post = await client.post("/oauth2/token", data=CREDENTIALS)
+
+    assert basic.status == 401
+    assert post.status == 200
+
+
+def test_unknown_auth_method_is_rejected() -> None:
+    """An auth method the provider does not implement is a ValueError naming it."""
+    with pytest.raises(ValueError, match="client_secret_telepathy"):
+        IdentityProvider({"oms": SECRET}, auth_methods=("client_secret_telepathy",))  # type: ignore[arg-type]
+
+
+def test_registration_for_a_method_the_provider_lacks_is_rejected() -> None:
+    """A client may not ask for a method its provider does not serve."""
+    registration = ClientRegistration(
+        client_secret=SECRET, auth_methods=("client_secret_basic",)
+    )
+
+    with pytest.raises(ValueError, match="'oms'"):
+        IdentityProvider({"oms": registration}, auth_methods=("client_secret_post",))
+
+
+def test_empty_secret_is_rejected() -> None:
+    """A client registered with an empty secret has no way to authenticate."""
+    with pytest.raises(ValueError, match="'oms'"):
+        IdentityProvider({"oms": ""})

@@ -6,10 +6,13 @@ side of the proxy. `DemoBackend` assembles everything on one port; the factories
 """
 
 from proxy.demo.backend import ClientCredentials, DemoBackend
+from proxy.demo.client_assertions import CLIENT_ASSERTION_TYPE
 from proxy.demo.identity_provider import (
     AuthMethod,
+    ClientRegistration,
     IdentityProvider,
     JwtAlgorithm,
+    RequestFormat,
     TokenFormat,
     announced_expires_in,
 )
@@ -25,13 +28,16 @@ from proxy.demo.upstreams import (
 )
 
 __all__ = [
+    "CLIENT_ASSERTION_TYPE",
     "AuthMethod",
     "ClientCredentials",
+    "ClientRegistration",
     "DemoBackend",
     "IdentityProvider",
     "InventoryStock",
     "JwtAlgorithm",
     "RecordedCall",
+    "RequestFormat",
     "Supply",
     "TokenFormat",
     "TokenVerifier",

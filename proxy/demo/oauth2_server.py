@@ -2,23 +2,25 @@
 
 `TokenServer` reads an aiohttp request, hands authlib an `OAuth2Request` whose payload
 is the already-read form (authlib's non-deprecated path: no `body=`), and turns
-authlib's `(status, body, headers)` answers into aiohttp responses.
+authlib's `(status, body, headers)` answers into aiohttp responses. Client
+authentication methods beyond authlib's own are registered from `client_assertions`
+(client_secret_jwt, private_key_jwt) and `mtls` (tls_client_auth), which reads the
+verified client certificate this adapter attaches to each request.
 
 It also departs from authlib where authlib departs from the RFCs or from our rules:
 client_secret_basic decodes credentials as application/x-www-form-urlencoded (RFC 6749
 section 2.3.1), client_secret_post does not reveal which client ids exist, repeated
-parameters and double client authentication are refused, and no token is ever logged.
+parameters and double client authentication are refused, invalid_client is always a
+401, and no token is ever logged.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 import structlog
@@ -29,14 +31,18 @@ from aiohttp import hdrs, web
 from authlib.oauth2.rfc6749 import (  # type: ignore[import-untyped, unused-ignore]
     AuthorizationServer,
     ClientCredentialsGrant,
-    ClientMixin,
     InsecureTransportError,
+    InvalidClientError,
     InvalidRequestError,
     OAuth2Error,
     OAuth2Payload,
     OAuth2Request,
 )
 from multidict import CIMultiDict, MultiDict, MultiDictProxy
+
+from proxy.demo.client_assertions import ClientAssertionVerifier
+from proxy.demo.clients import RegisteredClient
+from proxy.demo.mtls import authenticate_tls_client, peer_certificate
 
 __all__ = ["RegisteredClient", "TokenServer"]
 
@@ -46,27 +52,6 @@ TokenGenerator = Callable[..., dict[str, object]]
 """authlib's token generator: keyword arguments grant_type, client, scope, ..."""
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class RegisteredClient(ClientMixin):  # type: ignore[misc]  # authlib's classes are untyped
-    """A confidential client of the client_credentials grant; repr hides the secret."""
-
-    client_id: str
-    client_secret: str = field(repr=False)
-    auth_methods: frozenset[str]
-
-    def get_client_id(self) -> str:
-        return self.client_id
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        return hmac.compare_digest(client_secret.encode(), self.client_secret.encode())
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return endpoint == "token" and method in self.auth_methods
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "client_credentials"
 
 
 class _FormPayload(OAuth2Payload):  # type: ignore[misc]  # authlib's classes are untyped
@@ -94,6 +79,7 @@ class _AiohttpOAuth2Request(OAuth2Request):  # type: ignore[misc]  # untyped aut
         )
         self._query = request.query
         self.payload = _FormPayload(form)
+        self.client_certificate = peer_certificate(request)
 
     @property
     def args(self) -> object:
@@ -118,9 +104,16 @@ class _StrictClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[mis
             if len(values) > 1:
                 raise InvalidRequestError(f"The parameter {name!r} is repeated.")
 
-        # RFC 6749 section 2.3: a client MUST NOT use more than one auth method.
-        has_header = hdrs.AUTHORIZATION in self.request.headers
-        if has_header and "client_secret" in self.request.payload.data:
+        # RFC 6749 section 2.3: a client MUST NOT use more than one auth method. A
+        # client certificate does not count: RFC 8705 section 3 lets a client send
+        # one to bind its tokens while it authenticates otherwise.
+        form = self.request.payload.data
+        credentials = (
+            hdrs.AUTHORIZATION in self.request.headers,
+            "client_secret" in form,
+            "client_assertion" in form or "client_assertion_type" in form,
+        )
+        if sum(credentials) > 1:
             raise InvalidRequestError(
                 "The client used more than one authentication method."
             )
@@ -161,6 +154,10 @@ class TokenServer(AuthorizationServer):  # type: ignore[misc]  # authlib is unty
         self.register_token_generator("default", generate_token)
         self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self.register_client_auth_method("client_secret_post", _authenticate_post)
+        assertions = ClientAssertionVerifier(auth_methods)
+        for method in ("client_secret_jwt", "private_key_jwt"):
+            self.register_client_auth_method(method, assertions.for_method(method))
+        self.register_client_auth_method("tls_client_auth", authenticate_tls_client)
         self.register_grant(_StrictClientCredentialsGrant)
 
     async def respond(self, request: web.Request) -> web.Response:
@@ -184,6 +181,24 @@ class TokenServer(AuthorizationServer):  # type: ignore[misc]  # authlib is unty
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
         return self._clients.get(client_id)
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> RegisteredClient:
+        """authlib's method loop, with every invalid_client a 401.
+
+        authlib answers 400 unless client_secret_basic is allowed. RFC 6749 section
+        5.2 permits 401 always and requires it when the client used the
+        Authorization header, which authlib's 400 misses on a provider without Basic.
+        """
+        try:
+            client: RegisteredClient = super().authenticate_client(
+                request, methods, endpoint
+            )
+        except InvalidClientError as error:
+            error.status_code = 401
+            raise
+        return client
 
     def save_token(self, token: Mapping[str, object], request: OAuth2Request) -> None:
         self._save(token, request.client.client_id)
