@@ -52,7 +52,7 @@ def parse_signing_key(pem: str, signing_alg: str) -> RSAKey | ECKey:
     try:
         key = key_type.import_key(pem)
     except (JoseError, ValueError, TypeError):
-        kind = "an RSA" if key_type is RSAKey else "a P-256 EC"
+        kind = "RSA" if key_type is RSAKey else "P-256 EC"
         raise KeyFileError(f"holds no {kind} private key for {signing_alg}") from None
     if not key.is_private:
         raise KeyFileError("holds a public key; the private key is needed to sign")
