@@ -8,6 +8,7 @@ the way providers do in production.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -100,7 +101,7 @@ async def fault_server(aiohttp_server: AiohttpServer, handler: Handler) -> TestS
 async def test_form_carries_scope_audience_and_extra_parameters(
     aiohttp_server: AiohttpServer,
 ) -> None:
-    """Every configured parameter is sent with grant_type=client_credentials."""
+    """Every configured parameter goes with every request, not only the first."""
     seen: dict[str, str] = {}
 
     async def capture(request: web.Request) -> web.Response:
@@ -108,20 +109,32 @@ async def test_form_carries_scope_audience_and_extra_parameters(
         return web.json_response({"access_token": "t", "token_type": "bearer"})
 
     server = await fault_server(aiohttp_server, capture)
-
-    await fetch(
+    config = source_config(
         str(server.make_url("/oauth2/token")),
         scope="inventory",
         audience="https://api.example.com",
         extra_params={"tenant": "T1"},
     )
 
-    assert seen == {
-        "grant_type": "client_credentials",
-        "scope": "inventory",
-        "audience": "https://api.example.com",
-        "tenant": "T1",
-    }
+    forms = []
+    async with aiohttp.ClientSession() as session:
+        source = ClientCredentialsSource(config, session)
+        for _ in range(3):
+            await source.fetch_token()
+            forms.append(dict(seen))
+
+    assert (
+        forms
+        == [
+            {
+                "grant_type": "client_credentials",
+                "scope": "inventory",
+                "audience": "https://api.example.com",
+                "tenant": "T1",
+            }
+        ]
+        * 3
+    )
 
 
 async def test_expires_in_as_a_string_is_accepted(
@@ -191,7 +204,7 @@ async def test_failing_provider_is_asked_once_per_back_off_step(
     logs: LogCapture,
     kind: str,
 ) -> None:
-    """Twenty calls during one back-off step: all 503 with Retry-After, one request."""
+    """50 concurrent then 20 sequential calls in one back-off step: one request."""
     fault = Fault(kind)
     server = await fault_server(aiohttp_server, fault.handle)
     proxy = await make_proxy(
@@ -200,18 +213,46 @@ async def test_failing_provider_is_asked_once_per_back_off_step(
     )
 
     started = time.perf_counter()
-    responses = [await proxy.get("/inventory/x") for _ in range(20)]
-    elapsed_s = time.perf_counter() - started
+    burst = await asyncio.gather(*(proxy.get("/inventory/x") for _ in range(50)))
+    burst_s = time.perf_counter() - started
+    started = time.perf_counter()
+    sequential = [await proxy.get("/inventory/x") for _ in range(20)]
+    sequential_s = time.perf_counter() - started
     fault.release.set()
 
-    assert [response.status for response in responses] == [503] * 20
+    responses = [*burst, *sequential]
+    assert [response.status for response in responses] == [503] * 70
     for response in responses:
         assert (await response.json())["error"] == "token_unavailable"
         assert int(response.headers["Retry-After"]) >= 15
     assert fault.requests == 1
     [failure] = logs.events("token.refresh_failed")
     assert failure["reason"] == FAULTS[kind]
-    print(f"{kind}: 20 calls failed in {elapsed_s * 1000:.0f} ms, 1 token request")
+    print(
+        f"{kind}: 50 concurrent failed in {burst_s * 1000:.0f} ms, then 20 in "
+        f"{sequential_s * 1000:.0f} ms; {fault.requests} token request"
+    )
+
+
+async def test_unreachable_provider_is_tried_once_per_back_off_step(
+    make_proxy: ProxyFactory, logs: LogCapture
+) -> None:
+    """A provider that refuses connections: 70 calls fail fast after one attempt."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    proxy = await make_proxy(
+        token_url=f"http://127.0.0.1:{closed_port}/oauth2/token",
+        source={"backoff_initial_s": 30, "backoff_max_s": 300},
+    )
+
+    burst = await asyncio.gather(*(proxy.get("/inventory/x") for _ in range(50)))
+    sequential = [await proxy.get("/inventory/x") for _ in range(20)]
+
+    statuses = [response.status for response in [*burst, *sequential]]
+    assert statuses == [503] * 70
+    [failure] = logs.events("token.refresh_failed")
+    assert failure["reason"] == "token endpoint unreachable (ClientConnectorError)"
 
 
 async def test_rate_limited_provider_sets_retry_after_for_callers(
