@@ -10,22 +10,31 @@ the shared JSON answer and writes the one ``request.completed`` line.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from ipaddress import ip_address
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from proxy.config import ProxyConfig
-from proxy.errors import Forbidden, ProxyError, error_response, proxy_error_response
+from proxy.access import AccessPolicy, Caller
+from proxy.config import ProxyConfig, UpstreamConfig
+from proxy.errors import (
+    Forbidden,
+    ProxyError,
+    RateLimited,
+    Unauthenticated,
+    error_response,
+    proxy_error_response,
+)
 from proxy.forwarding import CallRecord, Forwarder
+from proxy.inbound_jwt import JwtVerifier
 from proxy.observability import request_id_from
 from proxy.pacing import Backoff
 from proxy.routing import RouteTable
-from proxy.source_config import StaticSourceConfig
+from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.static_credential import StaticCredential
 from proxy.token_sources import ClientCredentialsSource
 from proxy.tokens import CredentialHolder, TokenHolder
@@ -36,8 +45,10 @@ CONFIG = web.AppKey("config", ProxyConfig)
 ROUTES = web.AppKey("routes", RouteTable)
 HOLDERS = web.AppKey("holders", dict[str, CredentialHolder])
 FORWARDER = web.AppKey("forwarder", Forwarder)
+POLICY = web.AppKey("policy", AccessPolicy)
 REQUEST_ID = web.RequestKey("request_id", str)
 CALL = web.RequestKey("call", CallRecord)
+CALLER = web.RequestKey("caller", Caller)
 
 READY_WAIT_S = 2.0
 _OWN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -74,9 +85,11 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
             if request.path not in _OWN_PATHS:
-                _refuse_untrusted_callers(request)
+                await _admit(request)
             response = await handler(request)
         except ProxyError as error:
+            if isinstance(error, Unauthenticated | Forbidden | RateLimited):
+                _log_denial(request, error)
             response = proxy_error_response(error, request_id)
         except web.HTTPException as exc:
             code = _CODES_BY_STATUS.get(exc.status, HTTPStatus(exc.status).phrase)
@@ -93,6 +106,7 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
             log.info(
                 "request.completed",
                 upstream=record.upstream,
+                client=record.client,
                 method=request.method,
                 path=request.raw_path.partition("?")[0],
                 status=response.status,
@@ -102,21 +116,34 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
     return response
 
 
-def _refuse_untrusted_callers(request: web.Request) -> None:
-    """Health probes aside, only callers in ``server.trusted_networks`` are served."""
-    networks = request.app[CONFIG].server.trusted_networks
-    try:
-        caller = ip_address(request.remote or "")
-    except ValueError:
-        caller = None
-    if caller is None or not any(caller in network for network in networks):
-        raise Forbidden("this caller's address is not in server.trusted_networks")
+async def _admit(request: web.Request) -> None:
+    """Authenticate the caller; authorization waits until the route is known."""
+    policy = request.app[POLICY]
+    address = policy.client_address(request)
+    request[CALL].client = str(address) if address is not None else None
+    caller = await policy.authenticate(request, address)
+    request[CALLER] = caller
+    if caller.kind != "network":
+        request[CALL].client = caller.name
+
+
+def _log_denial(request: web.Request, error: ProxyError) -> None:
+    record = request[CALL]
+    log.warning(
+        "access.denied",
+        client=record.client,
+        upstream=record.upstream,
+        method=request.method,
+        status=error.status,
+        reason=error.detail,
+    )
 
 
 async def proxy_call(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
     match = request.app[ROUTES].match(raw_path, raw_query)
     request[CALL].upstream = match.route.name
+    request.app[POLICY].authorize(request[CALLER], match.route.name, request.method)
     if match.route.stand_in.matches(match.remainder):
         return match.route.stand_in.answer(request)
     return await request.app[FORWARDER].forward(
@@ -158,8 +185,16 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
     holders = build_holders(config, token_session)
     app[HOLDERS] = holders
     app[FORWARDER] = Forwarder(
-        upstream_session, holders, max_body_bytes=config.server.max_body_bytes
+        upstream_session,
+        holders,
+        max_body_bytes=config.server.max_body_bytes,
+        tls={name: upstream_tls(up) for name, up in config.upstreams.items()},
+        trusted_proxies=config.server.trusted_proxies,
     )
+    jwt = config.inbound.jwt
+    verifier = JwtVerifier(jwt, token_session) if jwt is not None else None
+    app[POLICY] = AccessPolicy(config, verifier)
+    _warn_about_unverified_tls(config)
     for holder in holders.values():
         holder.refresh_soon()
     log.info(
@@ -207,6 +242,25 @@ def build_holders(
             )
         holders[name] = by_request[key]
     return holders
+
+
+def upstream_tls(upstream: UpstreamConfig) -> ssl.SSLContext | bool:
+    """How calls to ``upstream`` verify its certificate: the default store, a
+    private CA, or (only when configured so, with a warning) not at all."""
+    if not upstream.tls_verify:
+        return False
+    if upstream.ca_file is not None:
+        return ssl.create_default_context(cafile=str(upstream.ca_file))
+    return True
+
+
+def _warn_about_unverified_tls(config: ProxyConfig) -> None:
+    for name, upstream in config.upstreams.items():
+        if not upstream.tls_verify:
+            log.warning("tls.verification_disabled", upstream=name)
+    for name, source in config.token_sources.items():
+        if isinstance(source, OAuth2SourceConfig) and not source.tls_verify:
+            log.warning("tls.verification_disabled", token_source=name)
 
 
 def _client_session() -> aiohttp.ClientSession:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import secrets
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -68,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_option(token)
     token.set_defaults(run=_token)
 
+    new_key = commands.add_parser(
+        "new-api-key", help="make a partner API key and print it with its digest"
+    )
+    new_key.add_argument(
+        "--client", default="PARTNER", help="the [clients] name to print (PARTNER)"
+    )
+    new_key.set_defaults(run=_new_api_key)
+
     demo = commands.add_parser(
         "demo", help="run the proxy in front of an embedded demo identity provider"
     )
@@ -98,10 +109,43 @@ def _serve(args: argparse.Namespace) -> int:
         create_app(config),
         host=config.server.host,
         port=config.server.port,
+        ssl_context=listener_tls(config),
         access_log=None,
         print=None,
         shutdown_timeout=config.server.shutdown_grace_s,
     )
+    return 0
+
+
+def listener_tls(config: ProxyConfig) -> ssl.SSLContext | None:
+    """TLS for the proxy's own port, for partner-facing deployments."""
+    server = config.server
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [("server.tls_cert_file", f"cannot load the certificate and key: {exc}")]
+        ) from None
+    return context
+
+
+def _new_api_key(args: argparse.Namespace) -> int:
+    key = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"API key (give it to the partner once; it is not stored): {key}")
+    print(f"SHA-256 digest: {digest}")
+    print()
+    print("Add to the proxy's config, with the grants the partner needs:")
+    print()
+    print(f"[clients.{args.client}]")
+    print(f'api_key_sha256 = ["{digest}"]')
+    print('allow = ["inventory:POST"]')
+    print("rate_per_s = 20")
+    print("burst = 40")
     return 0
 
 

@@ -131,7 +131,8 @@ class TlsContextCache:
     """An SSL context for a token endpoint, rebuilt when its files change.
 
     Holds the private CA (``ca_file``) and the client certificate and key that
-    ``tls_client_auth`` presents; verification stays on.
+    ``tls_client_auth`` presents. Verification stays on unless ``verify`` is False,
+    which only an explicit ``tls_verify = false`` asks for.
     """
 
     def __init__(
@@ -139,8 +140,11 @@ class TlsContextCache:
         ca_file: Path | None,
         cert_file: Path | None,
         key_file: Path | None,
+        *,
+        verify: bool = True,
     ) -> None:
         self._files = [path for path in (ca_file, cert_file, key_file) if path]
+        self._verify = verify
         self._ca_file = ca_file
         self._cert_file = cert_file
         self._key_file = key_file
@@ -149,7 +153,7 @@ class TlsContextCache:
 
     def context(self) -> ssl.SSLContext | None:
         """The current context, or None when the default trust store suffices."""
-        if not self._files:
+        if not self._files and self._verify:
             return None
         signature = tuple(
             (path.stat().st_size, path.stat().st_mtime_ns) for path in self._files
@@ -165,4 +169,7 @@ class TlsContextCache:
         )
         if self._cert_file and self._key_file:
             context.load_cert_chain(self._cert_file, self._key_file)
+        if not self._verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         return context

@@ -20,6 +20,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from proxy.access_config import ClientConfig, InboundConfig
 from proxy.config_fields import (
     NonNegativeSeconds,
     PositiveSeconds,
@@ -46,21 +47,42 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
 
 
+Network = IPv4Network | IPv6Network
+
+
 class ServerConfig(Section):
     """Where the proxy listens and what it accepts.
 
-    Only callers inside ``trusted_networks`` are served, so binding a wider address
-    never exposes the upstreams, with their tokens attached, to anyone who can reach
-    the port.
+    Callers inside ``trusted_networks`` need no credentials; every other caller must
+    authenticate as a ``[clients]`` entry or with an inbound JWT, so binding a wider
+    address never exposes the upstreams, with their tokens attached, to anyone who
+    can reach the port. ``X-Forwarded-For`` is believed only from
+    ``trusted_proxies``.
     """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    trusted_networks: list[IPv4Network | IPv6Network] = Field(
+    trusted_networks: list[Network] = Field(
         default_factory=lambda: list(LOOPBACK_NETWORKS)
     )
+    trusted_proxies: list[Network] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_grace_s: NonNegativeSeconds = 10.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_file_is_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files_come_together(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file both, or neither")
+        return self
 
 
 class LogConfig(Section):
@@ -82,6 +104,15 @@ class UpstreamConfig(Section):
     auth_format: str = "Bearer {token}"
     stand_in_token_path: str | None = None
     stand_in_token_lifetime_s: PositiveSeconds = 43200.0
+    ca_file: Path | None = None
+    tls_verify: bool = True
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_is_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
 
     @field_validator("path_prefix")
     @classmethod
@@ -127,10 +158,12 @@ class ProxyConfig(Section):
     log: LogConfig = Field(default_factory=LogConfig)
     token_sources: dict[str, TokenSourceConfig] = Field(default_factory=dict)
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
+    clients: dict[str, ClientConfig] = Field(default_factory=dict)
+    inbound: InboundConfig = Field(default_factory=InboundConfig)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
-        problems = []
+        problems = self._grant_problems()
         prefixes: dict[str, str] = {}
         for name, upstream in self.upstreams.items():
             if upstream.token_source not in self.token_sources:
@@ -153,6 +186,34 @@ class ProxyConfig(Section):
         if problems:
             raise ConfigError(problems)
         return self
+
+    def _grant_problems(self) -> list[tuple[str, str]]:
+        grants = [
+            (f"clients.{name}.allow", grant)
+            for name, client in self.clients.items()
+            for grant in client.allow
+        ]
+        if self.inbound.jwt is not None:
+            grants += [
+                (f"inbound.jwt.scope_grants.{scope}", grant)
+                for scope, scope_grants in self.inbound.jwt.scope_grants.items()
+                for grant in scope_grants
+            ]
+        problems = []
+        known = ", ".join(sorted(self.upstreams))
+        for key, grant in grants:
+            upstream = grant.partition(":")[0]
+            if upstream != "*" and upstream not in self.upstreams:
+                problems.append((key, f"{grant!r} names no upstream (known: {known})"))
+
+        owners: dict[str, str] = {}
+        for name, client in self.clients.items():
+            for digest in client.api_key_sha256:
+                if (other := owners.setdefault(digest, name)) != name:
+                    problems.append(
+                        (f"clients.{name}.api_key_sha256", f"repeats clients.{other}'s")
+                    )
+        return problems
 
 
 def load_config(

@@ -6,10 +6,12 @@ own answers pass through untouched. The tree is flat on purpose::
 
     ProxyError
     ├── BadRequest            400 bad_request
+    ├── Unauthenticated       401 unauthenticated (with WWW-Authenticate)
     ├── Forbidden             403 forbidden
     ├── NoRoute               404 no_route
     ├── MethodNotAllowed      405 method_not_allowed
     ├── BodyTooLarge          413 body_too_large
+    ├── RateLimited           429 rate_limited (with Retry-After)
     ├── UpstreamUnreachable   502 upstream_unreachable
     ├── TokenUnavailable      503 token_unavailable (with Retry-After)
     └── UpstreamTimeout       504 upstream_timeout
@@ -46,6 +48,24 @@ class BadRequest(ProxyError):
     code = "bad_request"
 
 
+class Unauthenticated(ProxyError):
+    """No usable credentials; RFC 9110 §11.6.1 wants a challenge with the 401."""
+
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        super().__init__(detail)
+        self.error = error
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 §3: error only when a credential was presented and was bad.
+        challenge = 'Bearer realm="inventory-proxy"'
+        if self.error:
+            challenge += f', error="{self.error}"'
+        return {"WWW-Authenticate": challenge}
+
+
 class Forbidden(ProxyError):
     status = 403
     code = "forbidden"
@@ -64,6 +84,20 @@ class MethodNotAllowed(ProxyError):
 class BodyTooLarge(ProxyError):
     status = 413
     code = "body_too_large"
+
+
+class RateLimited(ProxyError):
+    """The caller spent its request budget; it may retry after ``retry_after_s``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class UpstreamUnreachable(ProxyError):

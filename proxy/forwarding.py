@@ -10,8 +10,10 @@ sent to a host the configuration does not name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 import aiohttp
 import structlog
@@ -46,6 +48,7 @@ _SET_BY_PROXY = frozenset(
         "x-forwarded-host",
         "x-forwarded-proto",
         "x-request-id",
+        "x-api-key",
     }
 )
 _CHUNK_BYTES = 64 * 1024
@@ -56,6 +59,7 @@ class CallRecord:
     """What the access log line needs to know about one forwarded call."""
 
     upstream: str | None = None
+    client: str | None = None
     replayed: bool = False
 
 
@@ -68,10 +72,14 @@ class Forwarder:
         holders: Mapping[str, CredentialHolder],
         *,
         max_body_bytes: int,
+        tls: Mapping[str, ssl.SSLContext | bool] | None = None,
+        trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
     ) -> None:
         self._session = session
         self._holders = holders
         self._max_body_bytes = max_body_bytes
+        self._tls = tls or {}
+        self._trusted_proxies = trusted_proxies
 
     async def forward(
         self,
@@ -84,7 +92,7 @@ class Forwarder:
         upstream = match.route.upstream
         holder = self._holders[upstream.token_source]
         body = await self._read_body(request)
-        headers = upstream_request_headers(request, request_id)
+        headers = upstream_request_headers(request, request_id, self._trusted_proxies)
         headers.popall(upstream.auth_header, None)
         timeout = aiohttp.ClientTimeout(
             total=upstream.timeout_s, connect=upstream.connect_timeout_s
@@ -102,6 +110,7 @@ class Forwarder:
                     data=body,
                     timeout=timeout,
                     allow_redirects=False,
+                    ssl=self._tls.get(match.route.name, True),
                 )
             except TimeoutError:
                 raise UpstreamTimeout(
@@ -178,18 +187,39 @@ class Forwarder:
         return response
 
 
-def upstream_request_headers(request: web.Request, request_id: str) -> CIMultiDict[str]:
+def upstream_request_headers(
+    request: web.Request,
+    request_id: str,
+    trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+) -> CIMultiDict[str]:
     """The caller's end-to-end headers plus the ones the proxy owns.
 
-    The caller's Authorization is dropped (the token replaces it), and so are any
-    X-Forwarded-* it sent: the proxy is the first hop it can vouch for.
+    The caller's credentials are dropped (Authorization and X-API-Key: the token
+    replaces them). X-Forwarded-For is extended only when the peer is a trusted
+    proxy; from anyone else it is replaced, since the peer is the first hop the
+    proxy can vouch for.
     """
     headers = end_to_end_headers(request.headers, also_drop=_SET_BY_PROXY)
-    headers["X-Forwarded-For"] = request.remote or ""
+    peer = request.remote or ""
+    chain = [peer]
+    if _is_trusted(peer, trusted_proxies):
+        earlier = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+        chain = [earlier, peer] if earlier else chain
+    headers["X-Forwarded-For"] = ", ".join(chain)
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Forwarded-Host"] = request.host
     headers["X-Request-ID"] = request_id
     return headers
+
+
+def _is_trusted(
+    peer: str, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> bool:
+    try:
+        address = ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted_proxies)
 
 
 def end_to_end_headers(

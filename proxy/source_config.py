@@ -77,6 +77,7 @@ class OAuth2SourceConfig(Section):
     tls_client_cert_file: Path | None = None
     tls_client_key_file: Path | None = None
     ca_file: Path | None = None
+    tls_verify: bool = True
     request_format: Literal["form", "json"] = "form"
     token_field: str = "access_token"  # noqa: S105 - a field name, not a secret
     expires_in_field: str = "expires_in"

@@ -41,7 +41,10 @@ class ClientCredentialsSource:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._auth = client_authentication(config)
         self._tls = TlsContextCache(
-            config.ca_file, config.tls_client_cert_file, config.tls_client_key_file
+            config.ca_file,
+            config.tls_client_cert_file,
+            config.tls_client_key_file,
+            verify=config.tls_verify,
         )
 
     async def fetch_token(self) -> TokenGrant:
@@ -68,7 +71,7 @@ class ClientCredentialsSource:
                 ssl=ssl_context if ssl_context is not None else True,
                 **body,
             ) as response:
-                answer = await response.content.read(_ANSWER_LIMIT + 1)
+                answer = await read_bounded(response.content, _ANSWER_LIMIT)
                 status = response.status
                 retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
@@ -123,6 +126,20 @@ class ClientCredentialsSource:
             requested_at=requested_at,
             scope=scope if isinstance(scope, str) else None,
         )
+
+
+async def read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or TokenFetchError once it exceeds ``limit`` bytes.
+
+    ``StreamReader.read(n)`` returns what is buffered, which may be a part of an
+    answer split across packets; this reads until the end.
+    """
+    body = bytearray()
+    async for chunk in stream.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise TokenFetchError(f"token endpoint answer exceeds {limit} bytes")
+    return bytes(body)
 
 
 def client_authentication(config: OAuth2SourceConfig) -> ClientAuthentication:

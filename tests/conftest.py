@@ -155,6 +155,8 @@ def proxy_config(
     server: dict[str, Any] | None = None,
     token_sources: dict[str, Any] | None = None,
     upstreams: dict[str, Any] | None = None,
+    clients: dict[str, Any] | None = None,
+    inbound: dict[str, Any] | None = None,
 ) -> ProxyConfig:
     """A config for ``/inventory`` with source ``iv``; keywords override or add.
 
@@ -185,6 +187,8 @@ def proxy_config(
                 },
                 **(upstreams or {}),
             },
+            "clients": clients or {},
+            "inbound": inbound or {},
         }
     )
 

@@ -250,12 +250,12 @@ async def test_callers_outside_trusted_networks_are_refused(
     idp: IdentityProvider,
     upstream: tuple[RecordingUpstream, TestServer],
 ) -> None:
-    """Binding wider never serves strangers: only trusted networks get through."""
+    """Binding wider never serves strangers: others must authenticate first."""
     proxy = await make_proxy(server={"trusted_networks": ["192.0.2.0/24"]})
 
     response = await proxy.get("/inventory/x")
     probe = await proxy.get("/healthz")
 
-    await assert_proxy_error(response, 403, "forbidden")
+    await assert_proxy_error(response, 401, "unauthenticated")
     assert upstream[0].calls == []
     assert probe.status == 200
