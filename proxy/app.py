@@ -31,8 +31,13 @@ from proxy.errors import (
 )
 from proxy.forwarding import CallRecord, Forwarder
 from proxy.inbound_jwt import JwtVerifier
-from proxy.observability import request_id_from
+from proxy.observability import MALFORMED_REQUEST_LOGGER, request_id_from
 from proxy.pacing import Backoff
+from proxy.request_hygiene import (
+    SERVER_LIMITS,
+    check_message_framing,
+    check_request_target,
+)
 from proxy.routing import RouteTable
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.static_credential import StaticCredential
@@ -64,7 +69,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(config: ProxyConfig) -> web.Application:
     """The proxy for ``config``; logging must already be configured."""
-    app = web.Application(middlewares=[call_boundary])
+    app = web.Application(
+        middlewares=[call_boundary],
+        # Bounded request lines and headers; bodies pass through undecoded so that
+        # a gzip-encoded request reaches the upstream as the bytes it was labelled.
+        handler_args={
+            **SERVER_LIMITS,
+            "auto_decompress": False,
+            "logger": MALFORMED_REQUEST_LOGGER,
+        },
+    )
     app[CONFIG] = config
     app[ROUTES] = RouteTable(config.upstreams)
     app.cleanup_ctx.append(_clients_and_holders)
@@ -84,6 +98,8 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
 
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
+            check_request_target(request.method, request.raw_path)
+            check_message_framing(request.version, request.headers)
             if request.path not in _OWN_PATHS:
                 await _admit(request)
             response = await handler(request)

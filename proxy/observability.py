@@ -77,6 +77,32 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
     )
 
 
+class _MalformedRequestHandler(logging.Handler):
+    """Turns aiohttp's parser-error records into one short structured line.
+
+    aiohttp answers malformed HTTP itself, before any middleware, and logs the
+    error with a traceback that quotes the offending bytes, which may hold a
+    credential. Only the error's type reaches our log.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        structlog.get_logger("proxy.server").warning(
+            "request.malformed",
+            reason=type(error).__name__ if error is not None else "unknown",
+        )
+
+
+def _malformed_request_logger() -> logging.Logger:
+    logger = logging.getLogger("proxy.aiohttp_server")
+    logger.propagate = False
+    logger.handlers[:] = [_MalformedRequestHandler()]
+    return logger
+
+
+MALFORMED_REQUEST_LOGGER = _malformed_request_logger()
+
+
 def request_id_from(header_value: str | None) -> str:
     """The caller's X-Request-ID when it is a safe token, else a fresh one.
 

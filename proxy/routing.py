@@ -3,18 +3,21 @@
 Matching works on the raw (still percent-encoded) path so that the path and query
 reach the upstream byte for byte. Prefixes match whole segments, longest first:
 ``/inventory`` owns ``/inventory`` and ``/inventory/x`` but not ``/inventoryx``.
+Before any prefix is tried the target passes ``proxy.request_hygiene``, so a path
+that could climb out of an upstream's base path, or a target that names another
+host, is refused whichever upstream would have owned it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from yarl import URL
 
 from proxy.config import UpstreamConfig
-from proxy.errors import BadRequest, NoRoute
+from proxy.errors import NoRoute
+from proxy.request_hygiene import check_origin_form
 from proxy.stand_in import StandInTokens
 
 
@@ -52,29 +55,19 @@ class RouteTable:
     def match(self, raw_path: str, raw_query: str) -> RouteMatch:
         """The upstream URL for a raw path and query.
 
-        Raises ``NoRoute`` when no prefix owns the path and ``BadRequest`` when the
-        remainder would climb out of the upstream's base path.
+        Raises ``BadRequest`` when the target is not a safe origin-form one (see
+        ``proxy.request_hygiene``) and ``NoRoute`` when no prefix owns the path.
         """
+        check_origin_form(raw_path, raw_query)
         for route in self._routes:
             prefix = route.upstream.path_prefix
             if raw_path == prefix or raw_path.startswith(prefix + "/"):
                 remainder = raw_path[len(prefix) :]
-                _refuse_dot_segments(remainder)
                 target = route.upstream.base_url + remainder
                 if raw_query:
                     target += "?" + raw_query
                 return RouteMatch(route, URL(target, encoded=True), remainder)
         raise NoRoute(f"no upstream serves the path {_printable(raw_path)}")
-
-
-def _refuse_dot_segments(remainder: str) -> None:
-    # RFC 3986 §5.2.4: an upstream (or a server in front of it) may resolve ".."
-    # segments, also when encoded as %2e%2e or hidden behind %2f or a backslash;
-    # any of them would leave the upstream's base path.
-    for segment in remainder.split("/"):
-        decoded = unquote(segment).replace("\\", "/")
-        if any(part in (".", "..") for part in decoded.split("/")):
-            raise BadRequest("the path must not contain '.' or '..' segments")
 
 
 def _printable(raw_path: str) -> str:

@@ -137,13 +137,13 @@ def test_unowned_path_is_no_route(table: RouteTable) -> None:
     assert caught.value.detail == "no upstream serves the path /orders/42"
 
 
-def test_no_route_detail_escapes_non_ascii(table: RouteTable) -> None:
-    """Characters outside ASCII are shown as escapes, not written raw."""
-    with pytest.raises(NoRoute) as caught:
+def test_non_ascii_target_is_refused_with_an_escaped_detail(table: RouteTable) -> None:
+    """Raw characters outside ASCII are a 400 whose detail shows them as escapes."""
+    with pytest.raises(BadRequest) as caught:
         table.match("/ordérs/\u202e42", "")
 
     assert caught.value.detail.isascii()
-    assert "/ord\\xe9rs/\\u202e42" in caught.value.detail
+    assert "'\\xe9'" in caught.value.detail
 
 
 def test_no_route_detail_truncates_long_paths(table: RouteTable) -> None:
@@ -201,3 +201,35 @@ def test_dots_in_the_query_are_left_alone(table: RouteTable) -> None:
     match = table.match("/inventory/files", "path=../x&y=%2e%2e")
 
     assert match.url.raw_query_string == "path=../x&y=%2e%2e"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "http://elsewhere/inventory/x",
+        "elsewhere:443",
+        "*",
+        "//inventory/x",
+        "/inventory//admin",
+        "/inventory/a%2F%2Fb",
+        "/inventory/%252e%252e/admin",
+        "/inventory/%2525252e/admin",
+        "/inventory/..;x/admin",
+        "/inventory/%EF%BC%8E%EF%BC%8E/admin",
+        "/inventory/a%00b",
+        "/inventory/a%zz",
+        "/inventory/a#frag",
+    ],
+)
+def test_escapes_and_other_hosts_are_bad_requests(table: RouteTable, path: str) -> None:
+    """Other target forms, empty segments and hidden dots are refused with a 400."""
+    with pytest.raises(BadRequest) as caught:
+        table.match(path, "")
+
+    assert caught.value.detail.isascii()
+
+
+def test_unowned_escape_is_a_bad_request_not_no_route(table: RouteTable) -> None:
+    """The target is checked before any prefix, so no owner is needed to refuse it."""
+    with pytest.raises(BadRequest):
+        table.match("/orders/../inventory/x", "")
