@@ -13,19 +13,16 @@ import hashlib
 import json
 import os
 import secrets
-import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
-from proxy.app import create_app
 from proxy.config import ConfigError, ProxyConfig, load_config
 from proxy.demo.runner import run_demo
-from proxy.observability import configure_logging
+from proxy.server import serve, serve_workers
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.token_sources import ClientCredentialsSource
 from proxy.tokens import TokenFetchError, TokenGrant, decode_jwt_parts
@@ -53,9 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    _add_config_option(serve)
-    serve.set_defaults(run=_serve)
+    serve_command = commands.add_parser("serve", help="run the proxy")
+    _add_config_option(serve_command)
+    serve_command.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, each with its own token holders (1)",
+    )
+    serve_command.set_defaults(run=_serve)
 
     check = commands.add_parser(
         "check-config", help="validate a config file and summarise it"
@@ -104,33 +107,12 @@ def _load(args: argparse.Namespace) -> ProxyConfig:
 
 def _serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    configure_logging(config.log)
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=listener_tls(config),
-        access_log=None,
-        print=None,
-        shutdown_timeout=config.server.shutdown_grace_s,
-    )
+    if args.workers < 1:
+        raise ConfigError([("--workers", "must be at least 1")])
+    if args.workers > 1:
+        return serve_workers(config, args.workers)
+    serve(config)
     return 0
-
-
-def listener_tls(config: ProxyConfig) -> ssl.SSLContext | None:
-    """TLS for the proxy's own port, for partner-facing deployments."""
-    server = config.server
-    if server.tls_cert_file is None or server.tls_key_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            [("server.tls_cert_file", f"cannot load the certificate and key: {exc}")]
-        ) from None
-    return context
 
 
 def _new_api_key(args: argparse.Namespace) -> int:

@@ -49,8 +49,15 @@ def redact_secret_fields(
     return event
 
 
-def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
-    """Route structlog events to ``stream`` (stdout by default) at ``config.level``."""
+def configure_logging(
+    config: LogConfig, stream: TextIO | None = None, *, cache_loggers: bool = False
+) -> None:
+    """Route structlog events to ``stream`` (stdout by default) at ``config.level``.
+
+    ``cache_loggers`` binds each module's logger once, on first use: cheaper per
+    event, for a server that configures logging once; tests that reconfigure keep
+    it off.
+    """
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -73,7 +80,7 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
             logging.getLevelNamesMapping()[config.level.upper()]
         ),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
 
 

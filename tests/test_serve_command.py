@@ -104,3 +104,69 @@ token_source = "iv"
     assert upstream[0].calls[0].authorized
     assert CLIENT_SECRET not in out.decode() + err.decode()
     assert idp.token_requests == 1
+
+
+async def test_workers_share_the_port_and_stop_together(
+    tmp_path: Path,
+    idp: IdentityProvider,
+    idp_server: TestServer,
+    upstream: tuple[RecordingUpstream, TestServer],
+) -> None:
+    """--workers 2: two processes, one token holder each, one SIGTERM stops both."""
+    port = free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+
+[token_sources.iv]
+token_url = "{idp_server.make_url("/oauth2/token")}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{IV_CLIENT_SECRET}}"
+
+[upstreams.inventory]
+path_prefix = "/inventory"
+base_url = "{upstream[1].make_url("/inventory")}"
+token_source = "iv"
+""",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "IV_CLIENT_SECRET": CLIENT_SECRET}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--config",
+        str(config),
+        "--workers",
+        "2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_until_healthy(f"http://127.0.0.1:{port}")
+        # A connection per request, so the kernel may hand each to either worker.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(20):
+                async with session.get(
+                    f"http://127.0.0.1:{port}/inventory/items/1"
+                ) as response:
+                    assert response.status == 200
+
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), STARTUP_TIMEOUT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    events = [json.loads(line)["event"] for line in out.decode().splitlines()]
+    assert process.returncode == 0, err.decode()
+    assert events.count("proxy.started") == 2
+    assert events.count("proxy.stopped") == 2
+    assert events.count("request.completed") == 20
+    assert idp.token_requests == 2

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from proxy.app import create_app
-from proxy.cli import listener_tls, main
+from proxy.cli import main
+from proxy.server import listener_tls
 from tests.conftest import (
     AiohttpServer,
     LogCapture,
