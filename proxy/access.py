@@ -15,12 +15,12 @@ trusted proxy (the one hop that can vouch for it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 from aiohttp import web
 
@@ -28,6 +28,7 @@ from proxy.access_config import ClientConfig, InboundJwtConfig, RateLimitConfig
 from proxy.config import Network, ProxyConfig
 from proxy.errors import Forbidden, ProxyError, RateLimited, Unauthenticated
 from proxy.inbound_jwt import InvalidJwt, JwksUnavailable, JwtVerifier
+from proxy.observability import parse_address
 from proxy.rate_limit import RateLimiter
 
 Address = IPv4Address | IPv6Address
@@ -73,8 +74,8 @@ class AccessPolicy:
     """Authenticates callers and checks their grants and rate limits."""
 
     def __init__(self, config: ProxyConfig, jwt_verifier: JwtVerifier | None) -> None:
-        self._trusted_networks = config.server.trusted_networks
-        self._trusted_proxies = config.server.trusted_proxies
+        self._trusted_networks = tuple(config.server.trusted_networks)
+        self._trusted_proxies = tuple(config.server.trusted_proxies)
         self._clients = config.clients
         self._digests = [
             (bytes.fromhex(digest), name)
@@ -88,7 +89,7 @@ class AccessPolicy:
 
     def client_address(self, request: web.Request) -> Address | None:
         """The caller's address, believing X-Forwarded-For only from trusted proxies."""
-        peer = _parse_address(request.remote)
+        peer = parse_address(request.remote)
         if peer is None or not _within(peer, self._trusted_proxies):
             return peer
         forwarded = [
@@ -97,7 +98,7 @@ class AccessPolicy:
             for hop in value.split(",")
         ]
         for hop in reversed(forwarded):
-            address = _parse_address(hop)
+            address = parse_address(hop)
             if address is None:
                 return peer
             if not _within(address, self._trusted_proxies):
@@ -167,12 +168,7 @@ async def _jwt_caller(
     return Caller(f"jwt:{verified.caller}", "jwt", verified.grants, config)
 
 
-def _parse_address(value: str | None) -> Address | None:
-    try:
-        return ip_address(value or "")
-    except ValueError:
-        return None
-
-
-def _within(address: Address, networks: Sequence[Network]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _within(address: Address, networks: tuple[Network, ...]) -> bool:
+    """Cached: the same few peers call again and again, and membership is slow."""
     return any(address in network for network in networks)

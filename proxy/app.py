@@ -96,39 +96,41 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
     request[REQUEST_ID] = request_id
     record = request[CALL] = CallRecord()
 
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            check_request_target(request.method, request.raw_path)
-            check_message_framing(request.version, request.headers)
-            if request.path not in _OWN_PATHS:
-                await _admit(request)
-            response = await handler(request)
-        except ProxyError as error:
-            if isinstance(error, Unauthenticated | Forbidden | RateLimited):
-                _log_denial(request, error)
-            response = proxy_error_response(error, request_id)
-        except web.HTTPException as exc:
-            code = _CODES_BY_STATUS.get(exc.status, HTTPStatus(exc.status).phrase)
-            response = error_response(exc.status, code, exc.reason, request_id)
-        except Exception:
-            log.exception("request.failed", method=request.method)
-            response = error_response(
-                500, "internal_error", "the proxy failed on this call", request_id
-            )
-        if not response.prepared:
-            response.headers["X-Request-ID"] = request_id
+    # Every log line of this call carries its id; the previous call's is dropped.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        check_request_target(request.method, request.raw_path)
+        check_message_framing(request.version, request.headers)
+        if request.path not in _OWN_PATHS:
+            await _admit(request)
+        response = await handler(request)
+    except ProxyError as error:
+        if isinstance(error, Unauthenticated | Forbidden | RateLimited):
+            _log_denial(request, error)
+        response = proxy_error_response(error, request_id)
+    except web.HTTPException as exc:
+        code = _CODES_BY_STATUS.get(exc.status, HTTPStatus(exc.status).phrase)
+        response = error_response(exc.status, code, exc.reason, request_id)
+    except Exception:
+        log.exception("request.failed", method=request.method)
+        response = error_response(
+            500, "internal_error", "the proxy failed on this call", request_id
+        )
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
 
-        if request.path not in _OWN_PATHS or response.status >= 400:
-            log.info(
-                "request.completed",
-                upstream=record.upstream,
-                client=record.client,
-                method=request.method,
-                path=request.raw_path.partition("?")[0],
-                status=response.status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                replayed=record.replayed,
-            )
+    if request.path not in _OWN_PATHS or response.status >= 400:
+        log.info(
+            "request.completed",
+            upstream=record.upstream,
+            client=record.client,
+            method=request.method,
+            path=request.raw_path.partition("?")[0],
+            status=response.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            replayed=record.replayed,
+        )
     return response
 
 
@@ -207,6 +209,7 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
         tls={name: upstream_tls(up) for name, up in config.upstreams.items()},
         trusted_proxies=config.server.trusted_proxies,
     )
+    app[FORWARDER].prepare(config.upstreams)
     jwt = config.inbound.jwt
     verifier = JwtVerifier(jwt, token_session) if jwt is not None else None
     app[POLICY] = AccessPolicy(config, verifier)

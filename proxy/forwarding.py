@@ -13,14 +13,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 
 import aiohttp
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.config import UpstreamConfig
 from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from proxy.observability import parse_address
 from proxy.routing import RouteMatch
 from proxy.tokens import AccessToken, CredentialHolder
 
@@ -52,6 +54,10 @@ _SET_BY_PROXY = frozenset(
     }
 )
 _CHUNK_BYTES = 64 * 1024
+# Answers up to this size with a known length are read whole and sent in one write,
+# which costs less than streaming them; larger or chunked ones stream.
+_BUFFERED_BYTES = 256 * 1024
+_LENGTH = frozenset({"content-length"})
 
 
 @dataclass(slots=True)
@@ -80,6 +86,11 @@ class Forwarder:
         self._max_body_bytes = max_body_bytes
         self._tls = tls or {}
         self._trusted_proxies = trusted_proxies
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+
+    def prepare(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
+        """Build per-upstream settings once, rather than on every call."""
+        self._timeouts = {name: _timeout(up) for name, up in upstreams.items()}
 
     async def forward(
         self,
@@ -94,9 +105,7 @@ class Forwarder:
         body = await self._read_body(request)
         headers = upstream_request_headers(request, request_id, self._trusted_proxies)
         headers.popall(upstream.auth_header, None)
-        timeout = aiohttp.ClientTimeout(
-            total=upstream.timeout_s, connect=upstream.connect_timeout_s
-        )
+        timeout = self._timeouts.get(match.route.name) or _timeout(upstream)
 
         async def send(token: AccessToken) -> aiohttp.ClientResponse:
             headers[upstream.auth_header] = upstream.auth_format.replace(
@@ -155,6 +164,22 @@ class Forwarder:
                 raise BodyTooLarge(f"the request body exceeds {limit} bytes")
         return bytes(body)
 
+    async def _buffered(
+        self, upstream: aiohttp.ClientResponse, request_id: str
+    ) -> web.Response:
+        """A small answer of known length, sent back in one write."""
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnreachable(
+                f"the upstream broke off its answer ({type(exc).__name__})"
+            ) from None
+        headers = end_to_end_headers(upstream.headers, also_drop=_LENGTH)
+        headers["X-Request-ID"] = request_id
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=body, headers=headers
+        )
+
     async def _stream_back(
         self,
         request: web.Request,
@@ -162,6 +187,13 @@ class Forwarder:
         request_id: str,
     ) -> web.StreamResponse:
         async with upstream:
+            length = upstream.content_length
+            if (
+                length is not None
+                and length <= _BUFFERED_BYTES
+                and request.method != "HEAD"
+            ):
+                return await self._buffered(upstream, request_id)
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
@@ -185,6 +217,12 @@ class Forwarder:
                 return response
             await response.write_eof()
         return response
+
+
+def _timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=upstream.timeout_s, connect=upstream.connect_timeout_s
+    )
 
 
 def upstream_request_headers(
@@ -215,11 +253,12 @@ def upstream_request_headers(
 def _is_trusted(
     peer: str, trusted_proxies: Sequence[IPv4Network | IPv6Network]
 ) -> bool:
-    try:
-        address = ip_address(peer)
-    except ValueError:
+    if not trusted_proxies:
         return False
-    return any(address in network for network in trusted_proxies)
+    address = parse_address(peer)
+    return address is not None and any(
+        address in network for network in trusted_proxies
+    )
 
 
 def end_to_end_headers(

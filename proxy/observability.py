@@ -11,11 +11,13 @@ under that rule for a field added carelessly later.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
 import uuid
 from collections.abc import MutableMapping
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TextIO
 
 import structlog
@@ -108,6 +110,15 @@ def _malformed_request_logger() -> logging.Logger:
 
 
 MALFORMED_REQUEST_LOGGER = _malformed_request_logger()
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_address(value: str | None) -> IPv4Address | IPv6Address | None:
+    """An IP address from a peer or header string, cached: callers repeat."""
+    try:
+        return ip_address(value or "")
+    except ValueError:
+        return None
 
 
 def request_id_from(header_value: str | None) -> str:

@@ -73,6 +73,13 @@ _DOT_SEGMENTS: Final = frozenset({".", ".."})
 _PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 _MALFORMED_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SHOWN_CHARS: Final = 80
+# Fast paths for the common case, decided without decoding anything: printable
+# ASCII without space or '#'; and paths whose every segment is non-empty, starts
+# with no dot and holds no '%', ';' or backslash, which no decoding can change.
+_TARGET_CHARACTERS: Final = re.compile(r"[!\x22$-~]*")
+_PLAIN_PATH: Final = re.compile(
+    r"(?:/[\w~!$&'()*+,=:@-][\w.~!$&'()*+,=:@-]*)*/?", re.ASCII
+)
 
 
 def check_request_target(method: str, raw_target: str) -> None:
@@ -97,7 +104,11 @@ def check_origin_form(raw_path: str, raw_query: str) -> None:
     The checks of ``check_request_target`` that need no method, for callers that
     hold the target already split at its first ``?``.
     """
-    _check_characters(raw_path + raw_query)
+    if not (
+        _TARGET_CHARACTERS.fullmatch(raw_path)
+        and _TARGET_CHARACTERS.fullmatch(raw_query)
+    ):
+        _check_characters(raw_path + raw_query)
     if not raw_path.startswith("/"):
         raise BadRequest(
             f"the request target {_shown(raw_path)} is not a path: only "
@@ -109,6 +120,8 @@ def check_origin_form(raw_path: str, raw_query: str) -> None:
 
 def check_path(raw_path: str) -> None:
     """Refuse a raw path that could leave its base path under any decoding."""
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return
     if _MALFORMED_ESCAPE.search(raw_path):
         raise BadRequest(
             f"the path {_shown(raw_path)} has a '%' that does not start a "
