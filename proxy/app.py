@@ -130,6 +130,7 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
             status=response.status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             replayed=record.replayed,
+            sharing=record.sharing,
         )
     return response
 

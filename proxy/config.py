@@ -106,6 +106,29 @@ class UpstreamConfig(Section):
     stand_in_token_lifetime_s: PositiveSeconds = 43200.0
     ca_file: Path | None = None
     tls_verify: bool = True
+    share_identical: list[str] = Field(default_factory=list)
+    cache_ttl_s: NonNegativeSeconds = 0.0
+    cache_max_entries: int = Field(default=10_000, ge=1)
+
+    @field_validator("share_identical")
+    @classmethod
+    def _rules_read_method_and_path(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            method, _, pattern = rule.partition(" ")
+            if not re.fullmatch(r"[A-Z]+", method) or not pattern.startswith("/"):
+                raise ValueError(
+                    f"{rule!r} must read 'METHOD /path/pattern', e.g. "
+                    "'POST /*/v1/availability/*' (* is one path segment)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _cache_needs_sharing(self) -> Self:
+        if self.cache_ttl_s > 0 and not self.share_identical:
+            raise ValueError(
+                "cache_ttl_s applies to share_identical requests; list them too"
+            )
+        return self
 
     @field_validator("ca_file")
     @classmethod

@@ -10,8 +10,9 @@ sent to a host the configuration does not name.
 
 from __future__ import annotations
 
+import functools
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
@@ -24,6 +25,7 @@ from proxy.config import UpstreamConfig
 from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
 from proxy.observability import parse_address
 from proxy.routing import RouteMatch
+from proxy.sharing import Answer, Sharing
 from proxy.tokens import AccessToken, CredentialHolder
 
 log = structlog.get_logger("proxy.forwarding")
@@ -67,6 +69,7 @@ class CallRecord:
     upstream: str | None = None
     client: str | None = None
     replayed: bool = False
+    sharing: str | None = None
 
 
 class Forwarder:
@@ -87,10 +90,14 @@ class Forwarder:
         self._tls = tls or {}
         self._trusted_proxies = trusted_proxies
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._sharing: dict[str, Sharing] = {}
 
     def prepare(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
         """Build per-upstream settings once, rather than on every call."""
         self._timeouts = {name: _timeout(up) for name, up in upstreams.items()}
+        self._sharing = {
+            name: Sharing(up) for name, up in upstreams.items() if up.share_identical
+        }
 
     async def forward(
         self,
@@ -100,11 +107,42 @@ class Forwarder:
         record: CallRecord,
     ) -> web.StreamResponse:
         """Forward ``request`` to ``match.url``, replaying once after a 401."""
-        upstream = match.route.upstream
-        holder = self._holders[upstream.token_source]
         body = await self._read_body(request)
         headers = upstream_request_headers(request, request_id, self._trusted_proxies)
-        headers.popall(upstream.auth_header, None)
+        headers.popall(match.route.upstream.auth_header, None)
+        exchange = functools.partial(
+            self._exchange, request.method, match, headers, body, record
+        )
+
+        sharing = self._sharing.get(match.route.name)
+        key = None
+        if sharing is not None:
+            key = sharing.key(
+                request.method,
+                match.remainder,
+                match.url.raw_query_string,
+                body,
+                request.headers,
+            )
+        if sharing is None or key is None:
+            return await self._stream_back(request, await exchange(), request_id)
+
+        answer, outcome = await sharing.answer(key, lambda: _whole(exchange()))
+        if outcome != "leader":
+            record.sharing = outcome
+        return _respond(answer, request_id)
+
+    async def _exchange(
+        self,
+        method: str,
+        match: RouteMatch,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        record: CallRecord,
+    ) -> aiohttp.ClientResponse:
+        """Send with the current token; after a 401, retire it and replay once."""
+        upstream = match.route.upstream
+        holder = self._holders[upstream.token_source]
         timeout = self._timeouts.get(match.route.name) or _timeout(upstream)
 
         async def send(token: AccessToken) -> aiohttp.ClientResponse:
@@ -113,7 +151,7 @@ class Forwarder:
             )
             try:
                 return await self._session.request(
-                    request.method,
+                    method,
                     match.url,
                     headers=headers,
                     data=body,
@@ -148,7 +186,7 @@ class Forwarder:
                     www_authenticate=challenge,
                 )
                 holder.refused_when_fresh(fresh, challenge)
-        return await self._stream_back(request, response, request_id)
+        return response
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         if not request.body_exists:
@@ -164,22 +202,6 @@ class Forwarder:
                 raise BodyTooLarge(f"the request body exceeds {limit} bytes")
         return bytes(body)
 
-    async def _buffered(
-        self, upstream: aiohttp.ClientResponse, request_id: str
-    ) -> web.Response:
-        """A small answer of known length, sent back in one write."""
-        try:
-            body = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamUnreachable(
-                f"the upstream broke off its answer ({type(exc).__name__})"
-            ) from None
-        headers = end_to_end_headers(upstream.headers, also_drop=_LENGTH)
-        headers["X-Request-ID"] = request_id
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, body=body, headers=headers
-        )
-
     async def _stream_back(
         self,
         request: web.Request,
@@ -188,12 +210,9 @@ class Forwarder:
     ) -> web.StreamResponse:
         async with upstream:
             length = upstream.content_length
-            if (
-                length is not None
-                and length <= _BUFFERED_BYTES
-                and request.method != "HEAD"
-            ):
-                return await self._buffered(upstream, request_id)
+            small = length is not None and length <= _BUFFERED_BYTES
+            if small and request.method != "HEAD":
+                return _respond(await _read_whole(upstream), request_id)
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
@@ -217,6 +236,31 @@ class Forwarder:
                 return response
             await response.write_eof()
         return response
+
+
+async def _whole(pending: Awaitable[aiohttp.ClientResponse]) -> Answer:
+    async with await pending as upstream:
+        return await _read_whole(upstream)
+
+
+async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
+    """The upstream's answer read to its end, for one write or for sharing."""
+    try:
+        body = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamUnreachable(
+            f"the upstream broke off its answer ({type(exc).__name__})"
+        ) from None
+    headers = end_to_end_headers(upstream.headers, also_drop=_LENGTH)
+    return Answer(upstream.status, upstream.reason, headers, body)
+
+
+def _respond(answer: Answer, request_id: str) -> web.Response:
+    headers = answer.headers.copy()
+    headers["X-Request-ID"] = request_id
+    return web.Response(
+        status=answer.status, reason=answer.reason, body=answer.body, headers=headers
+    )
 
 
 def _timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
