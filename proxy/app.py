@@ -19,7 +19,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from proxy.access import AccessPolicy, Caller
+from proxy.access import AccessPolicy
+from proxy.admin import add_admin_routes
 from proxy.config import ProxyConfig, UpstreamConfig
 from proxy.errors import (
     Forbidden,
@@ -30,7 +31,20 @@ from proxy.errors import (
     proxy_error_response,
 )
 from proxy.forwarding import CallRecord, Forwarder
+from proxy.holders import CredentialHolder, HolderObserver
 from proxy.inbound_jwt import JwtVerifier
+from proxy.keys import (
+    CALL,
+    CALLER,
+    CONFIG,
+    FORWARDER,
+    HOLDERS,
+    METRICS,
+    POLICY,
+    REQUEST_ID,
+    ROUTES,
+)
+from proxy.metrics import Metrics
 from proxy.observability import MALFORMED_REQUEST_LOGGER, request_id_from
 from proxy.pacing import Backoff
 from proxy.request_hygiene import (
@@ -42,21 +56,13 @@ from proxy.routing import RouteTable
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.static_credential import StaticCredential
 from proxy.token_sources import ClientCredentialsSource
-from proxy.tokens import CredentialHolder, TokenHolder
+from proxy.tokens import TokenHolder
 
 log = structlog.get_logger("proxy.app")
 
-CONFIG = web.AppKey("config", ProxyConfig)
-ROUTES = web.AppKey("routes", RouteTable)
-HOLDERS = web.AppKey("holders", dict[str, CredentialHolder])
-FORWARDER = web.AppKey("forwarder", Forwarder)
-POLICY = web.AppKey("policy", AccessPolicy)
-REQUEST_ID = web.RequestKey("request_id", str)
-CALL = web.RequestKey("call", CallRecord)
-CALLER = web.RequestKey("caller", Caller)
 
 READY_WAIT_S = 2.0
-_OWN_PATHS = frozenset({"/healthz", "/readyz"})
+_PROBES = frozenset({"/healthz", "/readyz"})
 _CODES_BY_STATUS = {
     400: "bad_request",
     404: "no_route",
@@ -81,9 +87,11 @@ def create_app(config: ProxyConfig) -> web.Application:
     )
     app[CONFIG] = config
     app[ROUTES] = RouteTable(config.upstreams)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_clients_and_holders)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_admin_routes(app)
     app.router.add_route("*", "/{tail:.*}", proxy_call)
     return app
 
@@ -99,10 +107,12 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
     # Every log line of this call carries its id; the previous call's is dropped.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    metrics = request.app[METRICS]
+    metrics.in_flight.inc()
     try:
         check_request_target(request.method, request.raw_path)
         check_message_framing(request.version, request.headers)
-        if request.path not in _OWN_PATHS:
+        if request.path not in _PROBES:
             await _admit(request)
         response = await handler(request)
     except ProxyError as error:
@@ -117,10 +127,16 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
         response = error_response(
             500, "internal_error", "the proxy failed on this call", request_id
         )
+    finally:
+        metrics.in_flight.dec()
     if not response.prepared:
         response.headers["X-Request-ID"] = request_id
+    duration_s = time.perf_counter() - started
 
-    if request.path not in _OWN_PATHS or response.status >= 400:
+    if request.path not in _PROBES or response.status >= 400:
+        metrics.call_answered(
+            record.upstream, request.method, response.status, duration_s
+        )
         log.info(
             "request.completed",
             upstream=record.upstream,
@@ -128,7 +144,7 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
             method=request.method,
             path=request.raw_path.partition("?")[0],
             status=response.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            duration_ms=round(duration_s * 1000, 2),
             replayed=record.replayed,
             sharing=record.sharing,
         )
@@ -201,7 +217,7 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     upstream_session = _client_session()
     token_session = _client_session()
-    holders = build_holders(config, token_session)
+    holders = build_holders(config, token_session, app[METRICS])
     app[HOLDERS] = holders
     app[FORWARDER] = Forwarder(
         upstream_session,
@@ -209,6 +225,7 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
         max_body_bytes=config.server.max_body_bytes,
         tls={name: upstream_tls(up) for name, up in config.upstreams.items()},
         trusted_proxies=config.server.trusted_proxies,
+        metrics=app[METRICS],
     )
     app[FORWARDER].prepare(config.upstreams)
     jwt = config.inbound.jwt
@@ -236,7 +253,9 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
 
 
 def build_holders(
-    config: ProxyConfig, session: aiohttp.ClientSession
+    config: ProxyConfig,
+    session: aiohttp.ClientSession,
+    observer: HolderObserver | None = None,
 ) -> dict[str, CredentialHolder]:
     """One holder per token source; sources whose requests are identical share one.
 
@@ -259,6 +278,7 @@ def build_holders(
                 backoff=Backoff(source.backoff_initial_s, source.backoff_max_s),
                 max_requests_per_hour=source.max_token_requests_per_hour,
                 cold_start_wait_s=source.cold_start_wait_s,
+                observer=observer,
             )
         holders[name] = by_request[key]
     return holders

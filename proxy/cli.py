@@ -22,10 +22,11 @@ import aiohttp
 
 from proxy.config import ConfigError, ProxyConfig, load_config
 from proxy.demo.runner import run_demo
+from proxy.jwt_claims import decode_jwt_parts
 from proxy.server import serve, serve_workers
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.token_sources import ClientCredentialsSource
-from proxy.tokens import TokenFetchError, TokenGrant, decode_jwt_parts
+from proxy.tokens import TokenFetchError, TokenGrant
 
 CONFIG_ENV = "INVENTORY_PROXY_CONFIG"
 EXIT_CONFIG = 2

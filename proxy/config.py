@@ -29,7 +29,8 @@ from proxy.config_fields import (
 )
 from proxy.source_config import SOURCE_KINDS, TokenSourceConfig
 
-RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
+RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/tokens"})
+ADMIN = "admin"  # the grant name of the proxy's own operator endpoints
 LOOPBACK_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = (
     IPv4Network("127.0.0.0/8"),
     IPv6Network("::1/128"),
@@ -187,6 +188,10 @@ class ProxyConfig(Section):
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
         problems = self._grant_problems()
+        if ADMIN in self.upstreams:
+            problems.append(
+                (f"upstreams.{ADMIN}", "is reserved for the proxy's own endpoints")
+            )
         prefixes: dict[str, str] = {}
         for name, upstream in self.upstreams.items():
             if upstream.token_source not in self.token_sources:
@@ -226,7 +231,7 @@ class ProxyConfig(Section):
         known = ", ".join(sorted(self.upstreams))
         for key, grant in grants:
             upstream = grant.partition(":")[0]
-            if upstream != "*" and upstream not in self.upstreams:
+            if upstream not in {"*", ADMIN} and upstream not in self.upstreams:
                 problems.append((key, f"{grant!r} names no upstream (known: {known})"))
 
         owners: dict[str, str] = {}

@@ -23,10 +23,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import UpstreamConfig
 from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from proxy.holders import CredentialHolder
+from proxy.metrics import Metrics
 from proxy.observability import parse_address
 from proxy.routing import RouteMatch
 from proxy.sharing import Answer, Sharing
-from proxy.tokens import AccessToken, CredentialHolder
+from proxy.tokens import AccessToken
 
 log = structlog.get_logger("proxy.forwarding")
 
@@ -83,6 +85,7 @@ class Forwarder:
         max_body_bytes: int,
         tls: Mapping[str, ssl.SSLContext | bool] | None = None,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self._session = session
         self._holders = holders
@@ -91,6 +94,7 @@ class Forwarder:
         self._trusted_proxies = trusted_proxies
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._sharing: dict[str, Sharing] = {}
+        self._metrics = metrics or Metrics()
 
     def prepare(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
         """Build per-upstream settings once, rather than on every call."""
@@ -176,6 +180,7 @@ class Forwarder:
             response.release()
             fresh = await holder.token()
             record.replayed = True
+            self._metrics.replays.labels(match.route.name).inc()
             response = await send(fresh)
             if response.status == 401:
                 challenge = response.headers.get("WWW-Authenticate")

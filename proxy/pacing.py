@@ -57,5 +57,9 @@ class TokenBudget:
             return 0.0
         return self._sent[0] + self.WINDOW_S - self._clock()
 
+    def remaining(self) -> int | None:
+        """Requests left in the sliding hour, or None without a budget."""
+        return None if self.per_hour is None else self.per_hour - self.used()
+
     def spend(self) -> None:
         self._sent.append(self._clock())

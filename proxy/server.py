@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -31,6 +33,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ConfigError, ProxyConfig
+from proxy.metrics import MULTIPROC_ENV
 from proxy.observability import configure_logging
 
 _KILL_MARGIN_S = 5.0
@@ -58,6 +61,9 @@ def serve_workers(config: ProxyConfig, count: int) -> int:
         raise ConfigError([("server.port", "--workers needs a fixed port, not 0")])
     listener_tls(config)  # a bad certificate stops start-up here, not in N workers
 
+    # Workers count into files here, so that any of them can answer /metrics for all.
+    metrics_dir = tempfile.TemporaryDirectory(prefix="inventory-proxy-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir.name
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(
@@ -87,6 +93,8 @@ def serve_workers(config: ProxyConfig, count: int) -> int:
         _stop_all(workers, config.server.shutdown_grace_s + _KILL_MARGIN_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        del os.environ[MULTIPROC_ENV]
+        metrics_dir.cleanup()
     if crashed:
         print("inventory-proxy: a worker exited; stopped the others", file=sys.stderr)
         return 1

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 
+from proxy.holders import HolderStatus
 from proxy.secret_files import SecretFileError, WatchedFile
 from proxy.source_config import StaticSourceConfig
-from proxy.tokens import AccessToken, HolderStatus
+from proxy.tokens import AccessToken
 
 
 class StaticCredential:
@@ -51,6 +52,10 @@ class StaticCredential:
 
     def refresh_soon(self) -> None:
         """Nothing to refresh."""
+
+    async def refresh_now(self) -> None:
+        """Re-read the value file, if there is one; nothing else to refresh."""
+        await self.token()
 
     async def wait_for_token(self, timeout_s: float) -> bool:
         return bool((await self.token()).value)

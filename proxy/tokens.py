@@ -22,10 +22,7 @@ the forwarder reads to fill the upstream's Authorization header.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +31,8 @@ from typing import Protocol
 import structlog
 
 from proxy.errors import TokenUnavailable
+from proxy.holders import UNOBSERVED, HolderObserver, HolderStatus
+from proxy.jwt_claims import decode_jwt_claims
 from proxy.pacing import Backoff, TokenBudget
 
 log = structlog.get_logger("proxy.tokens")
@@ -85,41 +84,6 @@ class TokenSource(Protocol):
     async def fetch_token(self) -> TokenGrant: ...
 
 
-@dataclass(frozen=True, slots=True)
-class HolderStatus:
-    """A holder's state for health checks and operators; never the token."""
-
-    source: str
-    has_valid_token: bool
-    expires_in_s: float | None
-    consecutive_failures: int
-    last_error: str | None
-    retry_in_s: float | None
-    requests_last_hour: int = 0
-
-
-class CredentialHolder(Protocol):
-    """What the forwarder and the health checks need of a token holder."""
-
-    name: str
-
-    async def token(self) -> AccessToken: ...
-
-    def retire(self, token: AccessToken) -> bool: ...
-
-    def refused_when_fresh(
-        self, token: AccessToken, www_authenticate: str | None
-    ) -> None: ...
-
-    def refresh_soon(self) -> None: ...
-
-    async def wait_for_token(self, timeout_s: float) -> bool: ...
-
-    def status(self) -> HolderStatus: ...
-
-    async def close(self) -> None: ...
-
-
 class TokenHolder:
     """Keeps one token source's current token; the one place tokens are refreshed."""
 
@@ -133,6 +97,7 @@ class TokenHolder:
         backoff: Backoff,
         max_requests_per_hour: int | None = None,
         cold_start_wait_s: float = 0.0,
+        observer: HolderObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -153,6 +118,8 @@ class TokenHolder:
         self._last_error: str | None = None
         self._retry_at = 0.0
         self._budget_logged = False
+        self._observer: HolderObserver = observer or UNOBSERVED
+        self._last_refreshed_at: float | None = None
         self._background: asyncio.Task[None] | None = None
 
     async def token(self) -> AccessToken:
@@ -167,12 +134,15 @@ class TokenHolder:
             if now >= current.refresh_at:
                 self.refresh_soon()
             return current
+        self._observer.waiting_on_refresh(self.name, 1)
         try:
             return await self._refresh(stale=current)
         except TokenUnavailable as error:
             if self._ever_held:
                 raise
             return await self._await_first_token(error)
+        finally:
+            self._observer.waiting_on_refresh(self.name, -1)
 
     def retire(self, token: AccessToken) -> bool:
         """Stop using ``token`` after an upstream refused it; whether to replay.
@@ -216,6 +186,14 @@ class TokenHolder:
             self._refresh_quietly(self._current), name=f"token-refresh-{self.name}"
         )
 
+    async def refresh_now(self) -> None:
+        """Fetch a new token now, sharing a refresh already in flight.
+
+        Back-off and the budget still apply: a failing source raises
+        ``TokenUnavailable`` rather than being asked again.
+        """
+        await self._refresh(stale=self._current)
+
     async def wait_for_token(self, timeout_s: float) -> bool:
         """Whether a valid token is held or can be had within ``timeout_s``."""
         try:
@@ -236,6 +214,12 @@ class TokenHolder:
             last_error=self._last_error,
             retry_in_s=self._retry_at - now if self._retry_at > now else None,
             requests_last_hour=self._budget.used(),
+            expires_at=(
+                self._wall_clock() + current.expires_at - now
+                if current and valid
+                else None
+            ),
+            last_refreshed_at=self._last_refreshed_at,
         )
 
     async def close(self) -> None:
@@ -306,6 +290,7 @@ class TokenHolder:
             grant = await self._source.fetch_token()
             token = self._accept(grant)
         except TokenFetchError as exc:
+            self._report(ok=False, started=now, lifetime_s=None)
             self._failures += 1
             self._last_error = exc.reason
             delay_s = self._backoff.delay_s(self._failures, exc.retry_after_s)
@@ -326,6 +311,8 @@ class TokenHolder:
 
         self._current = token
         self._ever_held = True
+        self._last_refreshed_at = self._wall_clock()
+        self._report(ok=True, started=now, lifetime_s=token.expires_at - self._clock())
         self._failures = 0
         self._last_error = None
         self._retry_at = 0.0
@@ -336,6 +323,18 @@ class TokenHolder:
             fetch_ms=round((self._clock() - now) * 1000, 1),
         )
         return token
+
+    def _report(self, *, ok: bool, started: float, lifetime_s: float | None) -> None:
+        budget = self._budget
+        self._observer.token_fetched(
+            self.name,
+            ok=ok,
+            duration_s=self._clock() - started,
+            expires_at=None if lifetime_s is None else self._wall_clock() + lifetime_s,
+            budget_left=None
+            if budget.per_hour is None
+            else budget.per_hour - budget.used(),
+        )
 
     def _accept(self, grant: TokenGrant) -> AccessToken:
         lifetime_s = grant.expires_in_s
@@ -370,34 +369,3 @@ class TokenHolder:
             f"no valid access token for token source {self.name!r}: {reason}",
             retry_after_s=max(0.0, self._retry_at - now),
         )
-
-
-def decode_jwt_claims(value: str) -> dict[str, object] | None:
-    """The claims of a JWT, unverified, or None when ``value`` is not a JWT.
-
-    Used to learn a token's expiry when the provider omitted ``expires_in``, and to
-    describe a token to an operator; the upstream, not the proxy, is the party that
-    verifies the signature.
-    """
-    return decode_jwt_parts(value)[1]
-
-
-def decode_jwt_parts(
-    value: str,
-) -> tuple[dict[str, object] | None, dict[str, object] | None]:
-    """A JWT's header and claims, unverified; (None, None) for anything else."""
-    parts = value.split(".")
-    if len(parts) != 3:
-        return None, None
-    decoded = []
-    for part in parts[:2]:
-        try:
-            document = json.loads(
-                base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-            )
-        except (binascii.Error, ValueError):
-            return None, None
-        if not isinstance(document, dict):
-            return None, None
-        decoded.append(document)
-    return decoded[0], decoded[1]

@@ -243,3 +243,13 @@ async def send_raw(port: int, request: bytes, timeout_s: float = 10.0) -> RawRes
         await writer.wait_closed()
     text = head.decode("latin-1")
     return RawResponse(int(text.split(" ", 2)[1]), text, body)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus text exposition."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None

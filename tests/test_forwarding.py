@@ -219,12 +219,18 @@ async def test_callers_authorization_is_replaced_by_the_token(
 async def test_forwarding_headers_and_request_id_are_set(
     make_proxy: ProxyFactory, upstream: tuple[RecordingUpstream, TestServer]
 ) -> None:
-    """X-Forwarded-* describe the caller; a caller's X-Request-ID travels both ways."""
+    """X-Forwarded-* describe the caller; X-Request-ID and traceparent travel on."""
     proxy = await make_proxy()
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
     response = await proxy.get(
         "/inventory/x",
-        headers={"X-Request-ID": "oms-42", "X-Forwarded-For": "203.0.113.9"},
+        headers={
+            "X-Request-ID": "oms-42",
+            "X-Forwarded-For": "203.0.113.9",
+            "traceparent": traceparent,
+        },
     )
 
     [call] = upstream[0].calls
@@ -232,6 +238,7 @@ async def test_forwarding_headers_and_request_id_are_set(
     assert call.headers["X-Forwarded-Proto"] == "http"
     assert call.headers["X-Forwarded-Host"] == f"127.0.0.1:{proxy.port}"
     assert call.headers["X-Request-ID"] == "oms-42"
+    assert call.headers["traceparent"] == traceparent
     assert response.headers["X-Request-ID"] == "oms-42"
 
 

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from proxy.demo.identity_provider import IdentityProvider
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, RecordingUpstream
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, RecordingUpstream, sample
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -146,7 +146,12 @@ token_source = "iv"
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    early: list[bytes] = []
     try:
+        assert process.stdout is not None
+        async with asyncio.timeout(STARTUP_TIMEOUT_S):
+            while sum(b'"proxy.started"' in line for line in early) < 2:
+                early.append(await process.stdout.readline())
         await wait_until_healthy(f"http://127.0.0.1:{port}")
         # A connection per request, so the kernel may hand each to either worker.
         connector = aiohttp.TCPConnector(force_close=True)
@@ -156,6 +161,10 @@ token_source = "iv"
                     f"http://127.0.0.1:{port}/inventory/items/1"
                 ) as response:
                     assert response.status == 200
+            scrapes = []
+            for _ in range(6):
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    scrapes.append(await response.text())
 
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), STARTUP_TIMEOUT_S)
@@ -164,9 +173,15 @@ token_source = "iv"
             process.kill()
             await process.wait()
 
-    events = [json.loads(line)["event"] for line in out.decode().splitlines()]
+    lines = b"".join(early).decode().splitlines() + out.decode().splitlines()
+    events = [json.loads(line)["event"] for line in lines if line]
     assert process.returncode == 0, err.decode()
     assert events.count("proxy.started") == 2
     assert events.count("proxy.stopped") == 2
-    assert events.count("request.completed") == 20
+    assert events.count("request.completed") == 26
     assert idp.token_requests == 2
+    # Whichever worker answers a scrape, it counts the calls of both.
+    for text in scrapes:
+        calls = sample(text, "inventory_proxy_calls_total", upstream="inventory")
+        tokens = sample(text, "inventory_proxy_token_requests_total", source="iv")
+        assert (calls, tokens) == (20, 2)
