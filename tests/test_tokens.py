@@ -9,14 +9,9 @@ import json
 import pytest
 
 from proxy.errors import TokenUnavailable
+from proxy.jwt_claims import decode_jwt_claims
 from proxy.pacing import Backoff
-from proxy.tokens import (
-    AccessToken,
-    TokenFetchError,
-    TokenGrant,
-    TokenHolder,
-    decode_jwt_claims,
-)
+from proxy.tokens import AccessToken, TokenFetchError, TokenGrant, TokenHolder
 
 
 class FakeClock:
