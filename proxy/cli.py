@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.config import ConfigError, ProxyConfig, load_config
-from proxy.demo.runner import run_demo
+from proxy.demo.runner import run_demo, run_demo_backend
 from proxy.jwt_claims import decode_jwt_parts
 from proxy.server import serve, serve_workers
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=int, default=8080, help="proxy port (8080)")
     demo.set_defaults(run=_demo)
+
+    backend = commands.add_parser(
+        "demo-backend",
+        help="run only the demo's token endpoints and upstreams (credentials from "
+        "DEMO_IV_CLIENT_ID/_SECRET and DEMO_PRICING_CLIENT_ID/_SECRET)",
+    )
+    backend.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    backend.add_argument("--port", type=int, default=9400, help="port (9400)")
+    backend.set_defaults(run=_demo_backend)
     return parser
 
 
@@ -218,6 +227,10 @@ def describe_grant(
             shown = f"{value} ({moment})"
         lines.append(f"claim {claim}: {shown}")
     return lines
+
+
+def _demo_backend(args: argparse.Namespace) -> int:
+    return run_demo_backend(args.host, args.port)
 
 
 def _demo(args: argparse.Namespace) -> int:

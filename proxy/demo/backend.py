@@ -63,8 +63,9 @@ class DemoBackend:
     Every service and token endpoint is its own app attribute (`inventory_app`,
     `inventory_token_app`, ...), built in the constructor and mounted only by `start`,
     so tests may append fault-injecting middlewares to any of them first. Client ids
-    and secrets are random per instance. URL properties work between `start` and
-    `stop`. Use as `async with DemoBackend() as backend:` or call `start` and `stop`.
+    and secrets are random per instance unless given. URL properties work between
+    `start` and `stop`. Use as `async with DemoBackend() as backend:` or call `start`
+    and `stop`.
     """
 
     def __init__(
@@ -75,6 +76,8 @@ class DemoBackend:
         tenant_id: str = "demo-tenant",
         inventory_token_lifetime_s: float = 43200.0,
         pricing_token_lifetime_s: float = 3600.0,
+        inventory_client: ClientCredentials | None = None,
+        pricing_client: ClientCredentials | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -82,9 +85,13 @@ class DemoBackend:
         self._runner: web.AppRunner | None = None
         self._base_url: URL | None = None
 
-        # Identity providers, one client each.
-        self.inventory_client = _new_client("oms-iv", "client_secret_basic")
-        self.pricing_client = _new_client("oms-pricing", "client_secret_post")
+        # Identity providers, one client each: given, or random for this run.
+        self.inventory_client = inventory_client or _new_client(
+            "oms-iv", "client_secret_basic"
+        )
+        self.pricing_client = pricing_client or _new_client(
+            "oms-pricing", "client_secret_post"
+        )
         self.inventory_idp = IdentityProvider(
             self.inventory_client.as_registration(),
             auth_methods=(self.inventory_client.auth_method,),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from importlib.resources import files
@@ -19,7 +20,8 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import LogConfig, ProxyConfig, parse_config
-from proxy.demo.backend import DemoBackend
+from proxy.demo.backend import ClientCredentials, DemoBackend
+from proxy.demo.identity_provider import AuthMethod
 from proxy.observability import configure_logging
 
 DEMO_CONFIG = files("proxy.demo").joinpath("demo.toml")
@@ -35,6 +37,53 @@ def run_demo(port: int = 8080) -> int:
         print(f"inventory-proxy demo: cannot listen on port {port}: {exc.strerror}")
         return 1
     return 0
+
+
+def run_demo_backend(host: str, port: int) -> int:
+    """Run only the demo backend, with client credentials from the environment.
+
+    For a proxy started separately, e.g. in docker-compose, with
+    ``config/demo.toml``: both read the same ``DEMO_*`` variables.
+    """
+    try:
+        inventory = _client_from_env("DEMO_IV", "client_secret_basic")
+        pricing = _client_from_env("DEMO_PRICING", "client_secret_post")
+    except KeyError as missing:
+        print(f"inventory-proxy demo-backend: set {missing.args[0]}", file=sys.stderr)
+        return 2
+    backend = DemoBackend(
+        host=host,
+        port=port,
+        tenant_id=os.environ.get("DEMO_TENANT", "demo-tenant"),
+        inventory_token_lifetime_s=INVENTORY_TOKEN_LIFETIME_S,
+        pricing_token_lifetime_s=PRICING_TOKEN_LIFETIME_S,
+        inventory_client=inventory,
+        pricing_client=pricing,
+    )
+    try:
+        asyncio.run(_serve_backend(backend))
+    except OSError as exc:
+        print(f"inventory-proxy demo-backend: cannot listen: {exc.strerror}")
+        return 1
+    return 0
+
+
+async def _serve_backend(backend: DemoBackend) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    configure_logging(LogConfig(format="json"))
+    async with backend:
+        await stop.wait()
+
+
+def _client_from_env(prefix: str, auth_method: AuthMethod) -> ClientCredentials:
+    return ClientCredentials(
+        client_id=os.environ[f"{prefix}_CLIENT_ID"],
+        client_secret=os.environ[f"{prefix}_CLIENT_SECRET"],
+        auth_method=auth_method,
+    )
 
 
 def demo_config(backend: DemoBackend, port: int) -> ProxyConfig:
