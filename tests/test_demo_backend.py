@@ -182,3 +182,13 @@ async def test_urls_exist_only_while_started() -> None:
     assert url.startswith("http://127.0.0.1:")
     with pytest.raises(RuntimeError):
         _ = backend.base_url
+
+
+async def test_backend_answers_health_checks(
+    session: aiohttp.ClientSession, backend: DemoBackend
+) -> None:
+    """/healthz lets a container orchestrator see the backend is up."""
+    async with session.get(f"{backend.base_url}/healthz") as response:
+        status = response.status
+
+    assert status == 200

@@ -211,12 +211,18 @@ class DemoBackend:
         root.add_subapp("/inventory", self.inventory_app)
         root.add_subapp("/promising", self.promising_app)
         root.add_subapp("/price", self.price_app)
+        root.router.add_get("/healthz", _healthy)
         return root
 
     def _url(self, path: str) -> URL:
         if self._base_url is None or self._runner is None:
             raise RuntimeError("the demo backend has no URL until start() returns")
         return self._base_url.with_path(path) if path else self._base_url
+
+
+async def _healthy(_request: web.Request) -> web.Response:
+    """For container health checks: the backend is up."""
+    return web.json_response({"status": "ok"})
 
 
 def _new_client(prefix: str, auth_method: AuthMethod) -> ClientCredentials:
