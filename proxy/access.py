@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import math
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from proxy.access_config import ClientConfig, InboundJwtConfig, RateLimitConfig
 from proxy.config import Network, ProxyConfig
-from proxy.errors import Forbidden, ProxyError, RateLimited, Unauthenticated
+from proxy.errors import Forbidden, RateLimited, RetryLater, Unauthenticated
 from proxy.inbound_jwt import InvalidJwt, JwksUnavailable, JwtVerifier
 from proxy.observability import parse_address
 from proxy.rate_limit import RateLimiter
@@ -35,18 +34,11 @@ Address = IPv4Address | IPv6Address
 TRUSTED_GRANTS = frozenset({"*:*"})
 
 
-class SigningKeysUnavailable(ProxyError):
+class SigningKeysUnavailable(RetryLater):
     """Partner JWTs cannot be checked now: the JWKS cannot be fetched."""
 
     status = 503
     code = "auth_unavailable"
-
-    def __init__(self, detail: str, *, retry_after_s: float) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Every failure the proxy produces itself reaches the caller as
 ``{"error": <stable code>, "detail": <sentence>, "request_id": <id>}``; an upstream's
-own answers pass through untouched. The tree is flat on purpose::
+own answers pass through untouched. The tree stays shallow::
 
     ProxyError
     ├── BadRequest            400 bad_request
@@ -11,9 +11,11 @@ own answers pass through untouched. The tree is flat on purpose::
     ├── NoRoute               404 no_route
     ├── MethodNotAllowed      405 method_not_allowed
     ├── BodyTooLarge          413 body_too_large
-    ├── RateLimited           429 rate_limited (with Retry-After)
+    ├── RetryLater            (adds Retry-After)
+    │   ├── RateLimited       429 rate_limited
+    │   ├── TokenUnavailable  503 token_unavailable
+    │   └── access.SigningKeysUnavailable  503 auth_unavailable
     ├── UpstreamUnreachable   502 upstream_unreachable
-    ├── TokenUnavailable      503 token_unavailable (with Retry-After)
     └── UpstreamTimeout       504 upstream_timeout
 
 Details are written for the caller: they never carry a token, a secret or a trace.
@@ -86,18 +88,23 @@ class BodyTooLarge(ProxyError):
     code = "body_too_large"
 
 
-class RateLimited(ProxyError):
-    """The caller spent its request budget; it may retry after ``retry_after_s``."""
-
-    status = 429
-    code = "rate_limited"
+class RetryLater(ProxyError):
+    """A refusal that ends: the caller may try again after ``retry_after_s``."""
 
     def __init__(self, detail: str, *, retry_after_s: float) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
 
     def headers(self) -> dict[str, str]:
+        # RFC 9110 §10.2.3: delay-seconds is a non-negative integer.
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class RateLimited(RetryLater):
+    """The caller spent its request budget."""
+
+    status = 429
+    code = "rate_limited"
 
 
 class UpstreamUnreachable(ProxyError):
@@ -110,19 +117,11 @@ class UpstreamTimeout(ProxyError):
     code = "upstream_timeout"
 
 
-class TokenUnavailable(ProxyError):
-    """No valid token can be had now; the caller may retry after ``retry_after_s``."""
+class TokenUnavailable(RetryLater):
+    """No valid token can be had now."""
 
     status = 503
     code = "token_unavailable"
-
-    def __init__(self, detail: str, *, retry_after_s: float) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str]:
-        # RFC 9110 §10.2.3: delay-seconds is a non-negative integer.
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 def error_response(
