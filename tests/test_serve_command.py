@@ -37,15 +37,11 @@ async def wait_until_healthy(url: str) -> None:
                 await asyncio.sleep(0.05)
 
 
-async def test_serve_reads_config_from_the_environment_and_stops_on_sigterm(
-    tmp_path: Path,
-    idp: IdentityProvider,
-    idp_server: TestServer,
-    upstream: tuple[RecordingUpstream, TestServer],
-) -> None:
-    """INVENTORY_PROXY_CONFIG names the file; SIGTERM drains and exits 0."""
-    port = free_port()
-    config = tmp_path / "proxy.toml"
+def write_config(
+    directory: Path, port: int, idp_server: TestServer, upstream: TestServer
+) -> Path:
+    """A config for the fixtures' provider and upstream, its secret from ${VAR}."""
+    config = directory / "proxy.toml"
     config.write_text(
         f"""
 [server]
@@ -58,11 +54,23 @@ client_secret = "${{IV_CLIENT_SECRET}}"
 
 [upstreams.inventory]
 path_prefix = "/inventory"
-base_url = "{upstream[1].make_url("/inventory")}"
+base_url = "{upstream.make_url("/inventory")}"
 token_source = "iv"
 """,
         encoding="utf-8",
     )
+    return config
+
+
+async def test_serve_reads_config_from_the_environment_and_stops_on_sigterm(
+    tmp_path: Path,
+    idp: IdentityProvider,
+    idp_server: TestServer,
+    upstream: tuple[RecordingUpstream, TestServer],
+) -> None:
+    """INVENTORY_PROXY_CONFIG names the file; SIGTERM drains and exits 0."""
+    port = free_port()
+    config = write_config(tmp_path, port, idp_server, upstream[1])
     env = {
         **os.environ,
         "INVENTORY_PROXY_CONFIG": str(config),
@@ -114,24 +122,7 @@ async def test_workers_share_the_port_and_stop_together(
 ) -> None:
     """--workers 2: two processes, one token holder each, one SIGTERM stops both."""
     port = free_port()
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        f"""
-[server]
-port = {port}
-
-[token_sources.iv]
-token_url = "{idp_server.make_url("/oauth2/token")}"
-client_id = "{CLIENT_ID}"
-client_secret = "${{IV_CLIENT_SECRET}}"
-
-[upstreams.inventory]
-path_prefix = "/inventory"
-base_url = "{upstream[1].make_url("/inventory")}"
-token_source = "iv"
-""",
-        encoding="utf-8",
-    )
+    config = write_config(tmp_path, port, idp_server, upstream[1])
     env = {**os.environ, "IV_CLIENT_SECRET": CLIENT_SECRET}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
