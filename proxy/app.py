@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 import structlog
@@ -47,12 +48,14 @@ from proxy.keys import (
 from proxy.metrics import Metrics
 from proxy.observability import MALFORMED_REQUEST_LOGGER, request_id_from
 from proxy.pacing import Backoff
+from proxy.redis_store import RedisTokenStore, open_token_store
 from proxy.request_hygiene import (
     SERVER_LIMITS,
     check_message_framing,
     check_request_target,
 )
 from proxy.routing import RouteTable
+from proxy.shared_holder import SharedTokenHolder, expiry_reporter
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
 from proxy.static_credential import StaticCredential
 from proxy.token_sources import ClientCredentialsSource
@@ -215,9 +218,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    store = open_token_store(config.token_store)
     upstream_session = _client_session()
     token_session = _client_session()
-    holders = build_holders(config, token_session, app[METRICS])
+    holders = build_holders(config, token_session, app[METRICS], store)
     app[HOLDERS] = holders
     app[FORWARDER] = Forwarder(
         upstream_session,
@@ -247,6 +251,8 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
 
     for holder in set(holders.values()):
         await holder.close()
+    if store is not None:
+        await store.close()
     await upstream_session.close()
     await token_session.close()
     log.info("proxy.stopped")
@@ -256,11 +262,14 @@ def build_holders(
     config: ProxyConfig,
     session: aiohttp.ClientSession,
     observer: HolderObserver | None = None,
+    store: RedisTokenStore | None = None,
 ) -> dict[str, CredentialHolder]:
     """One holder per token source; sources whose requests are identical share one.
 
     Sharing is decided by everything that shapes the token request, so two names
-    for the same client get one token, and any difference keeps tokens apart.
+    for the same client get one token, and any difference keeps tokens apart. With
+    a shared ``store``, the same key names the token's entry there, so replicas
+    share a token exactly when their requests would be identical.
     """
     holders: dict[str, CredentialHolder] = {}
     by_request: dict[str, CredentialHolder] = {}
@@ -270,15 +279,25 @@ def build_holders(
             continue
         key = source.request_key()
         if key not in by_request:
-            by_request[key] = TokenHolder(
-                name,
-                ClientCredentialsSource(source, session),
-                refresh_margin_s=source.refresh_margin_s,
-                default_ttl_s=source.default_ttl_s,
-                backoff=Backoff(source.backoff_initial_s, source.backoff_max_s),
-                max_requests_per_hour=source.max_token_requests_per_hour,
-                cold_start_wait_s=source.cold_start_wait_s,
-                observer=observer,
+            fetcher = ClientCredentialsSource(source, session)
+            options: dict[str, Any] = {
+                "refresh_margin_s": source.refresh_margin_s,
+                "default_ttl_s": source.default_ttl_s,
+                "backoff": Backoff(source.backoff_initial_s, source.backoff_max_s),
+                "max_requests_per_hour": source.max_token_requests_per_hour,
+                "cold_start_wait_s": source.cold_start_wait_s,
+                "observer": observer,
+            }
+            by_request[key] = (
+                TokenHolder(name, fetcher, **options)
+                if store is None
+                else SharedTokenHolder(
+                    name,
+                    fetcher,
+                    slot=store.slot(name, key),
+                    on_adopted=expiry_reporter(observer),
+                    **options,
+                )
             )
         holders[name] = by_request[key]
     return holders

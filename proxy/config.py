@@ -28,6 +28,7 @@ from proxy.config_fields import (
     check_http_url,
 )
 from proxy.source_config import SOURCE_KINDS, TokenSourceConfig
+from proxy.store_config import TokenStoreConfig
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/tokens"})
 ADMIN = "admin"  # the grant name of the proxy's own operator endpoints
@@ -184,6 +185,7 @@ class ProxyConfig(Section):
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
     clients: dict[str, ClientConfig] = Field(default_factory=dict)
     inbound: InboundConfig = Field(default_factory=InboundConfig)
+    token_store: TokenStoreConfig = Field(default_factory=TokenStoreConfig)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

@@ -15,6 +15,10 @@ The holder is the reason this project exists. Its promises:
   answers ``TokenUnavailable`` at once until the next attempt is due, while a token
   that is still valid keeps being used.
 
+``SharedTokenHolder`` (``proxy.shared_holder``) keeps these promises and shares the
+token with other replicas through a store, on the refresh path only: the hooks at
+the end of ``TokenHolder`` are where it does so.
+
 Token values never leave this module except through ``AccessToken.value``, which only
 the forwarder reads to fill the upstream's Authorization header.
 """
@@ -26,7 +30,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -34,6 +38,9 @@ from proxy.errors import TokenUnavailable
 from proxy.holders import UNOBSERVED, HolderObserver, HolderStatus
 from proxy.jwt_claims import decode_jwt_claims
 from proxy.pacing import Backoff, TokenBudget
+
+if TYPE_CHECKING:
+    from proxy.token_store import Lease
 
 log = structlog.get_logger("proxy.tokens")
 
@@ -43,12 +50,15 @@ class AccessToken:
     """A token and when, on the monotonic clock, to renew it and to stop using it.
 
     Compared by identity: a holder retires exactly the object a call was sent with.
+    ``fence`` names its entry in a shared store, when it was written to or read from
+    one.
     """
 
     value: str = field(repr=False)
     token_type: str
     expires_at: float
     refresh_at: float
+    fence: int | None = None
 
     def is_valid(self, now: float) -> bool:
         return now < self.expires_at
@@ -240,6 +250,9 @@ class TokenHolder:
             now = self._clock()
             if current is not None and current is not stale and current.is_valid(now):
                 return current
+            if (peer_token := await self._peer_token(stale)) is not None:
+                return peer_token
+            now = self._clock()
 
             if now < self._retry_at:
                 if current is not None and current.is_valid(now):
@@ -249,9 +262,12 @@ class TokenHolder:
             if (budget_wait_s := self._budget.wait_s()) > 0:
                 return self._over_budget(current, now, budget_wait_s)
 
+            claim = await self._claim(stale)
+            if isinstance(claim, AccessToken):
+                return claim
             self._budget.spend()
             self._budget_logged = False
-            return await self._fetch(current, now)
+            return await self._fetch(current, self._clock(), claim)
 
     def _over_budget(
         self, current: AccessToken | None, now: float, wait_s: float
@@ -285,11 +301,16 @@ class TokenHolder:
             except TokenUnavailable as again:
                 error = again
 
-    async def _fetch(self, current: AccessToken | None, now: float) -> AccessToken:
+    async def _fetch(
+        self, current: AccessToken | None, now: float, lease: Lease | None
+    ) -> AccessToken:
+        # A fetch cancelled at shutdown leaves its lease, if any, to expire by itself.
         try:
             grant = await self._source.fetch_token()
-            token = self._accept(grant)
+            token = self._accept(grant, lease)
         except TokenFetchError as exc:
+            if lease is not None:
+                await self._give_back(lease)
             self._report(ok=False, started=now, lifetime_s=None)
             self._failures += 1
             self._last_error = exc.reason
@@ -316,6 +337,8 @@ class TokenHolder:
         self._failures = 0
         self._last_error = None
         self._retry_at = 0.0
+        if lease is not None:
+            await self._share(token, grant, lease)
         log.info(
             "token.refreshed",
             source=self.name,
@@ -336,7 +359,7 @@ class TokenHolder:
             else budget.per_hour - budget.used(),
         )
 
-    def _accept(self, grant: TokenGrant) -> AccessToken:
+    def _accept(self, grant: TokenGrant, lease: Lease | None = None) -> AccessToken:
         lifetime_s = grant.expires_in_s
         if lifetime_s is None:
             lifetime_s = self._jwt_lifetime_s(grant.value)
@@ -349,12 +372,15 @@ class TokenHolder:
             )
 
         expires_at = grant.requested_at + lifetime_s
+        refresh_at = self._refresh_point(grant.requested_at, lifetime_s)
+        fence = lease.fence if lease is not None else None
+        return AccessToken(grant.value, grant.token_type, expires_at, refresh_at, fence)
+
+    def _refresh_point(self, requested_at: float, lifetime_s: float) -> float:
         # A margin wider than the token's life would refresh on every call: renew no
         # earlier than half-way through, whatever the margin says.
-        refresh_at = max(
-            expires_at - self._refresh_margin_s, grant.requested_at + lifetime_s / 2
-        )
-        return AccessToken(grant.value, grant.token_type, expires_at, refresh_at)
+        expires_at = requested_at + lifetime_s
+        return max(expires_at - self._refresh_margin_s, requested_at + lifetime_s / 2)
 
     def _jwt_lifetime_s(self, value: str) -> float | None:
         claims = decode_jwt_claims(value)
@@ -369,3 +395,21 @@ class TokenHolder:
             f"no valid access token for token source {self.name!r}: {reason}",
             retry_after_s=max(0.0, self._retry_at - now),
         )
+
+    # Hooks for sharing the token with other replicas (proxy.shared_holder), all
+    # called under the lock on the refresh path. Alone, a holder has no peer whose
+    # token it could take, no lease to fetch under and nothing to write back.
+
+    async def _peer_token(self, stale: AccessToken | None) -> AccessToken | None:
+        """A token another replica holds, unless it is ``stale``."""
+        return None
+
+    async def _claim(self, stale: AccessToken | None) -> AccessToken | Lease | None:
+        """A peer's token after all, or the lease to fetch under, or None."""
+        return None
+
+    async def _share(self, token: AccessToken, grant: TokenGrant, lease: Lease) -> None:
+        """Hand a token fetched under ``lease`` to the other replicas."""
+
+    async def _give_back(self, lease: Lease) -> None:
+        """Return ``lease`` after a failed request."""
