@@ -56,6 +56,40 @@ async def test_two_providers_never_see_each_others_tokens(
     assert idp.token_requests == pricing_idp.token_requests == 1
 
 
+async def reservations_beside_inventory(
+    make_proxy: ProxyFactory,
+    idp_server: TestServer,
+    upstream: TestServer,
+    **source: object,
+) -> None:
+    """Call /inventory (source ``iv``) and /reservations (a second source).
+
+    The second source is the same client at the same provider; ``source`` adds to
+    or changes its settings.
+    """
+    proxy = await make_proxy(
+        token_sources={
+            "second": {
+                "token_url": str(idp_server.make_url("/oauth2/token")),
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "timeout_s": 2,
+                "cold_start_wait_s": 0,
+                **source,
+            }
+        },
+        upstreams={
+            "reservations": {
+                "path_prefix": "/reservations",
+                "base_url": str(upstream.make_url("/reservations")),
+                "token_source": "second",
+            }
+        },
+    )
+    await proxy.get("/inventory/a")
+    await proxy.get("/reservations/b")
+
+
 async def test_sources_with_identical_requests_share_one_token(
     make_proxy: ProxyFactory,
     idp: IdentityProvider,
@@ -63,27 +97,7 @@ async def test_sources_with_identical_requests_share_one_token(
     upstream: tuple[RecordingUpstream, TestServer],
 ) -> None:
     """Two names for the same client and parameters cause one token request."""
-    proxy = await make_proxy(
-        token_sources={
-            "iv_again": {
-                "token_url": str(idp_server.make_url("/oauth2/token")),
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "timeout_s": 2,
-                "cold_start_wait_s": 0,
-            }
-        },
-        upstreams={
-            "reservations": {
-                "path_prefix": "/reservations",
-                "base_url": str(upstream[1].make_url("/reservations")),
-                "token_source": "iv_again",
-            }
-        },
-    )
-
-    await proxy.get("/inventory/a")
-    await proxy.get("/reservations/b")
+    await reservations_beside_inventory(make_proxy, idp_server, upstream[1])
 
     tokens = {call.headers["Authorization"] for call in upstream[0].calls}
     assert idp.token_requests == 1
@@ -97,27 +111,9 @@ async def test_a_different_scope_gets_a_token_of_its_own(
     upstream: tuple[RecordingUpstream, TestServer],
 ) -> None:
     """Same client, another scope: another holder, another token."""
-    proxy = await make_proxy(
-        token_sources={
-            "iv_reserve": {
-                "token_url": str(idp_server.make_url("/oauth2/token")),
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "scope": "reservations",
-                "cold_start_wait_s": 0,
-            }
-        },
-        upstreams={
-            "reservations": {
-                "path_prefix": "/reservations",
-                "base_url": str(upstream[1].make_url("/reservations")),
-                "token_source": "iv_reserve",
-            }
-        },
+    await reservations_beside_inventory(
+        make_proxy, idp_server, upstream[1], scope="reservations"
     )
-
-    await proxy.get("/inventory/a")
-    await proxy.get("/reservations/b")
 
     tokens = {call.headers["Authorization"] for call in upstream[0].calls}
     assert idp.token_requests == 2
