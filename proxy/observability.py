@@ -12,14 +12,17 @@ under that rule for a field added carelessly later.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
+import time
 import uuid
 from collections.abc import MutableMapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from proxy.config import LogConfig
@@ -51,6 +54,36 @@ def redact_secret_fields(
     return event
 
 
+_second_shown: list[tuple[int, str]] = [(0, "")]
+
+
+def add_timestamp(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``ts``: UTC ISO 8601 with microseconds, the seconds formatted once a second.
+
+    structlog's own TimeStamper builds a datetime for every line, which costs more
+    than the rest of the access line together.
+    """
+    now = time.time()
+    second = int(now)
+    shown_second, shown = _second_shown[0]
+    if second != shown_second:
+        shown = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_shown[0] = (second, shown)
+    event["ts"] = f"{shown}.{int((now - second) * 1_000_000):06d}Z"
+    return event
+
+
+def _json_line(event: Any, **_options: Any) -> str:
+    # orjson is several times faster than the json module; what it refuses (an
+    # integer past 64 bits, a non-string key) falls back, so a log line never fails.
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(event, default=repr)
+
+
 def configure_logging(
     config: LogConfig, stream: TextIO | None = None, *, cache_loggers: bool = False
 ) -> None:
@@ -63,7 +96,7 @@ def configure_logging(
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        add_timestamp,
         redact_secret_fields,
     ]
     if config.format == "console":
@@ -74,7 +107,7 @@ def configure_logging(
     else:
         processors += [
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ]
     structlog.configure(
         processors=processors,

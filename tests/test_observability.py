@@ -14,6 +14,7 @@ import structlog
 from proxy.config import LogConfig
 from proxy.observability import (
     REDACTED,
+    add_timestamp,
     configure_logging,
     redact_secret_fields,
     request_id_from,
@@ -197,3 +198,23 @@ def test_console_format_writes_readable_lines() -> None:
     assert "info" in line
     assert "status=200" in line
     assert "\x1b[" not in line
+
+
+def test_timestamps_are_utc_iso_8601_with_microseconds() -> None:
+    """ts reads like 2026-12-03T18:34:42.138049Z, and moves with the clock."""
+    first = add_timestamp(None, "info", {})["ts"]
+    second = add_timestamp(None, "info", {})["ts"]
+
+    pattern = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+    assert re.fullmatch(pattern, first)
+    assert second >= first
+
+
+def test_values_json_cannot_hold_still_make_a_line() -> None:
+    """A field orjson refuses (an integer past 64 bits) falls back, never fails."""
+    stream = io.StringIO()
+    configure_logging(LogConfig(), stream=stream)
+
+    structlog.get_logger("t").info("big", n=2**70)
+
+    assert json.loads(stream.getvalue())["n"] == 2**70
