@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,6 +38,8 @@ class Metrics:
     """The proxy's metrics; one instance per worker."""
 
     def __init__(self) -> None:
+        # Label lookups take a lock each; the children of a call's labels are kept.
+        self._call_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         registry = self.registry
         self.calls = Counter(
@@ -103,10 +106,21 @@ class Metrics:
     def call_answered(
         self, upstream: str | None, method: str, status: int, duration_s: float
     ) -> None:
-        name = upstream or "none"
-        shown_method = method if method in KNOWN_METHODS else "OTHER"
-        self.calls.labels(name, shown_method, f"{status // 100}xx").inc()
-        self.call_duration.labels(name).observe(duration_s)
+        key = (upstream or "none", method, status // 100)
+        children = self._call_children.get(key)
+        if children is None:
+            name = upstream or "none"
+            shown_method = method if method in KNOWN_METHODS else "OTHER"
+            children = (
+                self.calls.labels(name, shown_method, f"{status // 100}xx"),
+                self.call_duration.labels(name),
+            )
+            # Bounded: unknown methods share "OTHER", so keys stay few.
+            if method in KNOWN_METHODS:
+                self._call_children[key] = children
+        calls, duration = children
+        calls.inc()
+        duration.observe(duration_s)
 
     def token_fetched(
         self,
