@@ -134,7 +134,7 @@ class Forwarder:
         answer, outcome = await sharing.answer(key, lambda: _whole(exchange()))
         if outcome != "leader":
             record.sharing = outcome
-        return _respond(answer, request_id)
+        return _respond(answer, request_id, shared=True)
 
     async def _exchange(
         self,
@@ -260,8 +260,9 @@ async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
     return Answer(upstream.status, upstream.reason, headers, body)
 
 
-def _respond(answer: Answer, request_id: str) -> web.Response:
-    headers = answer.headers.copy()
+def _respond(answer: Answer, request_id: str, *, shared: bool = False) -> web.Response:
+    # A shared answer serves other callers too: each gets its own copy of the headers.
+    headers = answer.headers.copy() if shared else answer.headers
     headers["X-Request-ID"] = request_id
     return web.Response(
         status=answer.status, reason=answer.reason, body=answer.body, headers=headers

@@ -354,9 +354,7 @@ class TokenHolder:
             ok=ok,
             duration_s=self._clock() - started,
             expires_at=None if lifetime_s is None else self._wall_clock() + lifetime_s,
-            budget_left=None
-            if budget.per_hour is None
-            else budget.per_hour - budget.used(),
+            budget_left=budget.remaining(),
         )
 
     def _accept(self, grant: TokenGrant, lease: Lease | None = None) -> AccessToken:

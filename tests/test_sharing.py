@@ -8,10 +8,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.config import ConfigError, parse_config
-from tests.conftest import Call, LogCapture, ProxyFactory, RecordingUpstream
+from tests.conftest import (
+    Call,
+    LogCapture,
+    ProxyFactory,
+    RecordingUpstream,
+    sample,
+)
 
 SHARE = {"share_identical": ["POST /*/v1/availability/*"]}
 LOOKUP = {
@@ -32,6 +38,16 @@ def gated(recorder: RecordingUpstream, headers: dict[str, str] | None = None) ->
     recorder.respond = respond
 
 
+async def until_in_flight(proxy: TestClient[Any, Any], count: int) -> None:
+    """Wait (bounded) until the proxy holds ``count`` calls besides this scrape."""
+    async with asyncio.timeout(20):
+        while True:
+            text = await (await proxy.get("/metrics")).text()
+            if (sample(text, "inventory_proxy_calls_in_flight") or 0) > count:
+                return
+            await asyncio.sleep(0.01)
+
+
 async def test_concurrent_identical_lookups_share_one_upstream_call(
     make_proxy: ProxyFactory,
     upstream: tuple[RecordingUpstream, TestServer],
@@ -43,11 +59,7 @@ async def test_concurrent_identical_lookups_share_one_upstream_call(
     proxy = await make_proxy(route=SHARE)
 
     calls = [asyncio.create_task(proxy.post(PATH, json=LOOKUP)) for _ in range(20)]
-    for _ in range(200):
-        if recorder.calls:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)  # time for the other nineteen to arrive and join
+    await until_in_flight(proxy, 20)
     recorder.release.set()
     responses = await asyncio.gather(*calls)
 
@@ -101,12 +113,12 @@ async def test_micro_cache_answers_repeats_within_its_ttl(
     make_proxy: ProxyFactory, upstream: tuple[RecordingUpstream, TestServer]
 ) -> None:
     """With cache_ttl_s, a repeat is served from the cache until the TTL passes."""
-    proxy = await make_proxy(route={**SHARE, "cache_ttl_s": 0.3})
+    proxy = await make_proxy(route={**SHARE, "cache_ttl_s": 1.0})
 
     first = await proxy.post(PATH, json=LOOKUP)
     repeat = await proxy.post(PATH, json=LOOKUP)
     calls_while_fresh = len(upstream[0].calls)
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.1)  # past the 1 s TTL
     await proxy.post(PATH, json=LOOKUP)
 
     assert await first.text() == await repeat.text()
