@@ -46,7 +46,13 @@ from proxy.keys import (
     ROUTES,
 )
 from proxy.metrics import Metrics
-from proxy.observability import MALFORMED_REQUEST_LOGGER, request_id_from
+from proxy.observability import (
+    MALFORMED_REQUEST_LOGGER,
+    bind_request_id,
+    flush_logs,
+    log_call_completed,
+    request_id_from,
+)
 from proxy.pacing import Backoff
 from proxy.redis_store import RedisTokenStore, open_token_store
 from proxy.request_hygiene import (
@@ -108,8 +114,7 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
     record = request[CALL] = CallRecord()
 
     # Every log line of this call carries its id; the previous call's is dropped.
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    bind_request_id(request_id)
     metrics = request.app[METRICS]
     metrics.in_flight.inc()
     try:
@@ -140,14 +145,14 @@ async def call_boundary(request: web.Request, handler: Handler) -> web.StreamRes
         metrics.call_answered(
             record.upstream, request.method, response.status, duration_s
         )
-        log.info(
-            "request.completed",
+        log_call_completed(
+            request_id,
             upstream=record.upstream,
             client=record.client,
             method=request.method,
             path=request.raw_path.partition("?")[0],
             status=response.status,
-            duration_ms=round(duration_s * 1000, 2),
+            duration_s=duration_s,
             replayed=record.replayed,
             sharing=record.sharing,
         )
@@ -256,6 +261,7 @@ async def _clients_and_holders(app: web.Application) -> AsyncIterator[None]:
     await upstream_session.close()
     await token_session.close()
     log.info("proxy.stopped")
+    flush_logs()
 
 
 def build_holders(

@@ -5,20 +5,28 @@ Log lines are structlog key-value events with stable names (``request.completed`
 coloured columns for a person at a terminal. The request id is bound once per call
 in a context variable, so every line a call causes carries it.
 
+``request.completed`` is written for every call, so it skips the general pipeline:
+``log_call_completed`` renders its fixed fields straight to JSON (or hands them to
+structlog for the console format), and all lines reach the stream through one
+``LineSink`` that writes once per turn of the event loop.
+
 No code path logs a token or secret on purpose; ``redact_secret_fields`` is the net
 under that rule for a field added carelessly later.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, TextIO
 
@@ -26,6 +34,7 @@ import orjson
 import structlog
 
 from proxy.config import LogConfig
+from proxy.log_sink import LineSink, SinkLogger
 
 REDACTED = "[redacted]"
 _SECRET_FIELDS = frozenset(
@@ -55,12 +64,11 @@ def redact_secret_fields(
 
 
 _second_shown: list[tuple[int, str]] = [(0, "")]
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-def add_timestamp(
-    _logger: object, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """``ts``: UTC ISO 8601 with microseconds, the seconds formatted once a second.
+def timestamp() -> str:
+    """UTC ISO 8601 with microseconds, the seconds formatted once a second.
 
     structlog's own TimeStamper builds a datetime for every line, which costs more
     than the rest of the access line together.
@@ -71,7 +79,29 @@ def add_timestamp(
     if second != shown_second:
         shown = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second_shown[0] = (second, shown)
-    event["ts"] = f"{shown}.{int((now - second) * 1_000_000):06d}Z"
+    return f"{shown}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def add_timestamp(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``ts``, from ``timestamp``."""
+    event["ts"] = timestamp()
+    return event
+
+
+def bind_request_id(request_id: str | None) -> None:
+    """Mark every line logged from here on in this context with ``request_id``."""
+    _request_id.set(request_id)
+
+
+def add_request_id(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``request_id`` of the call being handled, when there is one."""
+    request_id = _request_id.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
     return event
 
 
@@ -84,6 +114,26 @@ def _json_line(event: Any, **_options: Any) -> str:
         return json.dumps(event, default=repr)
 
 
+@dataclass(slots=True)
+class _Output:
+    """What ``configure_logging`` chose, read on every ``request.completed``."""
+
+    sink: LineSink
+    calls_logged: bool = True
+    calls_as_json: bool = True
+
+
+_output = _Output(LineSink(sys.stdout))
+
+
+def flush_logs() -> None:
+    """Write out the lines still waiting for the end of this loop turn."""
+    _output.sink.flush()
+
+
+atexit.register(flush_logs)
+
+
 def configure_logging(
     config: LogConfig, stream: TextIO | None = None, *, cache_loggers: bool = False
 ) -> None:
@@ -93,8 +143,13 @@ def configure_logging(
     event, for a server that configures logging once; tests that reconfigure keep
     it off.
     """
+    flush_logs()
+    sink = LineSink(stream or sys.stdout)
+    _output.sink = sink
+    _output.calls_logged = config.level in ("debug", "info")
+    _output.calls_as_json = config.format == "json"
     processors: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         add_timestamp,
         redact_secret_fields,
@@ -114,9 +169,49 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[config.level.upper()]
         ),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=lambda *_args: SinkLogger(sink),
         cache_logger_on_first_use=cache_loggers,
     )
+
+
+def log_call_completed(
+    request_id: str,
+    *,
+    upstream: str | None,
+    client: str | None,
+    method: str,
+    path: str,
+    status: int,
+    duration_s: float,
+    replayed: bool,
+    sharing: str | None,
+) -> None:
+    """The ``request.completed`` line: the same fields and order as any other line.
+
+    Its fields are fixed and hold no secret, so the JSON line is rendered here
+    directly; structlog's pipeline would cost more than the rest of the call's own
+    work. The console format goes through structlog as usual.
+    """
+    if not _output.calls_logged:
+        return
+    fields = {
+        "upstream": upstream,
+        "client": client,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration_s * 1000, 2),
+        "replayed": replayed,
+        "sharing": sharing,
+    }
+    if not _output.calls_as_json:
+        structlog.get_logger("proxy.app").info("request.completed", **fields)
+        return
+    fields["event"] = "request.completed"
+    fields["request_id"] = request_id
+    fields["level"] = "info"
+    fields["ts"] = timestamp()
+    _output.sink.write(_json_line(fields))
 
 
 class _MalformedRequestHandler(logging.Handler):
@@ -154,6 +249,38 @@ def parse_address(value: str | None) -> IPv4Address | IPv6Address | None:
         return None
 
 
+class _RandomIds:
+    """128-bit random ids as 32 hex digits, drawn from the OS 4 KiB at a time.
+
+    One ``os.urandom`` call per id is a system call per request; a pool of 256 ids
+    costs one per 256 requests and is just as unpredictable. A forked child starts
+    with an empty pool, so it never repeats its parent's ids.
+    """
+
+    _ID_BYTES = 16
+    _POOL_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._offset = 0
+
+    def next(self) -> str:
+        if self._offset >= len(self._pool):
+            self._pool = os.urandom(self._POOL_BYTES)
+            self._offset = 0
+        start = self._offset
+        self._offset = start + self._ID_BYTES
+        return self._pool[start : self._offset].hex()
+
+    def forget(self) -> None:
+        self._pool = b""
+        self._offset = 0
+
+
+_random_ids = _RandomIds()
+os.register_at_fork(after_in_child=_random_ids.forget)
+
+
 def request_id_from(header_value: str | None) -> str:
     """The caller's X-Request-ID when it is a safe token, else a fresh one.
 
@@ -163,4 +290,4 @@ def request_id_from(header_value: str | None) -> str:
     """
     if header_value and _REQUEST_ID.fullmatch(header_value):
         return header_value
-    return uuid.uuid4().hex
+    return _random_ids.next()

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from proxy.app import create_app
 from proxy.config import LogConfig, ProxyConfig
 from proxy.demo.identity_provider import IdentityProvider
-from proxy.observability import configure_logging
+from proxy.observability import configure_logging, flush_logs
 
 CLIENT_ID = "oms"
 # RFC 6749 §2.3.1 says these characters must survive client_secret_basic.
@@ -40,6 +40,7 @@ class LogCapture:
 
     @property
     def text(self) -> str:
+        flush_logs()
         return self.stream.getvalue()
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from proxy.config import LogConfig
 from proxy.observability import (
     REDACTED,
     add_timestamp,
+    bind_request_id,
     configure_logging,
     redact_secret_fields,
     request_id_from,
@@ -28,7 +29,7 @@ def reset_structlog() -> Iterator[None]:
     """Leave structlog's global configuration as each test found it."""
     yield
     structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
+    bind_request_id(None)
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -177,9 +178,10 @@ def test_bound_request_id_reaches_every_line() -> None:
     configure_logging(LogConfig(format="json"), stream=stream)
     log = structlog.get_logger("test")
 
-    with structlog.contextvars.bound_contextvars(request_id="req-7"):
-        log.info("token.refreshed")
-        log.info("request.completed")
+    bind_request_id("req-7")
+    log.info("token.refreshed")
+    log.info("request.completed")
+    bind_request_id(None)
     log.info("proxy.stopped")
 
     ids = [line.get("request_id") for line in json_lines(stream)]
