@@ -1,7 +1,7 @@
 """Token requests per token lifetime: 1 and 4 replicas, with and without Redis.
 
 Standalone: one process runs an identity provider, an upstream that checks every
-bearer token, and the proxy replicas (``create_app``, each on its own port), and
+bearer token, and the proxy replicas (``ProxyServer``, each on its own port), and
 drives calls through every replica for a fixed number of token lifetimes. A
 ``redis-server`` is started on a free loopback port for the Redis scenarios and
 stopped by its own handle at the end.
@@ -32,10 +32,10 @@ import aiohttp
 from aiohttp import web
 from cryptography.fernet import Fernet
 
-from proxy.app import create_app
 from proxy.config import LogConfig, ProxyConfig
 from proxy.demo.identity_provider import IdentityProvider
 from proxy.observability import configure_logging
+from proxy.server import ProxyServer
 from proxy.token_store import TOKEN_KEY_ENV
 
 CLIENT_ID = "bench-oms"
@@ -148,17 +148,19 @@ async def run_scenario(
     config = proxy_config(f"{idp_url}/oauth2/token", upstream_url, lifetime_s, store)
 
     started = time.monotonic()
+    replicas = [ProxyServer(config, port=0) for _ in range(scenario.replicas)]
     replica_urls = []
-    for _ in range(scenario.replicas):
-        runner, url = await serve(create_app(config))
-        runners.append(runner)
-        replica_urls.append(url)
+    for replica in replicas:
+        await replica.start()
+        replica_urls.append(f"http://127.0.0.1:{replica.port}")
     try:
         calls, failed = await drive(
             replica_urls, lifetime_s * args.lifetimes, args.workers
         )
     finally:
         seconds = time.monotonic() - started
+        for replica in reversed(replicas):
+            await replica.stop()
         for runner in reversed(runners):
             await runner.cleanup()
     return Outcome(

@@ -32,6 +32,8 @@ from proxy.rate_limit import RateLimiter
 
 Address = IPv4Address | IPv6Address
 TRUSTED_GRANTS = frozenset({"*:*"})
+# Peers remembered per policy; past this many, the memory starts again.
+_REMEMBERED_PEERS = 4096
 
 
 class SigningKeysUnavailable(RetryLater):
@@ -61,6 +63,19 @@ class Caller:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The caller's address as the policy reads it.
+
+    ``shown`` is the address as logs write it, and ``trusted`` whether it lies in
+    ``server.trusted_networks``.
+    """
+
+    address: Address | None
+    shown: str | None
+    trusted: bool
+
+
 class AccessPolicy:
     """Authenticates callers and checks their grants and rate limits."""
 
@@ -77,8 +92,30 @@ class AccessPolicy:
         if jwt_verifier is not None and config.inbound.jwt is not None:
             self._jwt = (jwt_verifier, config.inbound.jwt)
         self._limiter = RateLimiter()
+        self._trusted_caller = Caller("trusted", "network", TRUSTED_GRANTS)
+        self._peers: dict[str, Peer] = {}
 
-    def client_address(self, request: web.Request) -> Address | None:
+    def peer(self, request: web.BaseRequest) -> Peer:
+        """The caller, believing X-Forwarded-For only from trusted proxies."""
+        remote = request.remote or ""
+        if self._trusted_proxies:
+            address = self.client_address(request)
+            remote = "" if address is None else str(address)
+        # The same few peers call again and again; reading one is not cheap.
+        peer = self._peers.get(remote)
+        if peer is None:
+            if len(self._peers) >= _REMEMBERED_PEERS:
+                self._peers.clear()
+            address = parse_address(remote)
+            peer = Peer(
+                address,
+                None if address is None else str(address),
+                address is not None and _within(address, self._trusted_networks),
+            )
+            self._peers[remote] = peer
+        return peer
+
+    def client_address(self, request: web.BaseRequest) -> Address | None:
         """The caller's address, believing X-Forwarded-For only from trusted proxies."""
         peer = parse_address(request.remote)
         if peer is None or not _within(peer, self._trusted_proxies):
@@ -96,12 +133,10 @@ class AccessPolicy:
                 return address
         return peer
 
-    async def authenticate(
-        self, request: web.Request, address: Address | None
-    ) -> Caller:
+    async def authenticate(self, request: web.BaseRequest, peer: Peer) -> Caller:
         """Who is calling; raises ``Unauthenticated`` (401) when nobody can tell."""
-        if address is not None and _within(address, self._trusted_networks):
-            return Caller("trusted", "network", TRUSTED_GRANTS)
+        if peer.trusted:
+            return self._trusted_caller
 
         credential = request.headers.get("X-API-Key")
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")

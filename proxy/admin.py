@@ -9,55 +9,72 @@ with the upstreams, not with the proxy's internals. No token ever appears here.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from aiohttp import web
 
+from proxy.access import Caller
 from proxy.config import ADMIN
 from proxy.errors import Forbidden, NoRoute, TokenUnavailable
-from proxy.holders import HolderStatus
-from proxy.keys import CALLER, HOLDERS, METRICS
+from proxy.holders import CredentialHolder, HolderStatus
+from proxy.metrics import Metrics
 from proxy.observability import parse_address
 
-
-def add_admin_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/tokens", tokens)
-    app.router.add_post("/tokens/{source}/refresh", refresh)
+_REFRESH_PREFIX = "/tokens/"
+_REFRESH_SUFFIX = "/refresh"
 
 
-async def metrics(request: web.Request) -> web.Response:
+def metrics(
+    registry: Metrics, request: web.BaseRequest, caller: Caller | None
+) -> web.Response:
     """Prometheus text exposition, every worker's counts included."""
-    _require_admin(request)
-    body, content_type = request.app[METRICS].render()
+    _require_admin(request, caller)
+    body, content_type = registry.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
 
 
-async def tokens(request: web.Request) -> web.Response:
+def tokens(
+    holders: Mapping[str, CredentialHolder],
+    request: web.BaseRequest,
+    caller: Caller | None,
+) -> web.Response:
     """Per token source: state, expiry, last refresh, last error; never the token."""
-    _require_admin(request)
-    holders = request.app[HOLDERS]
+    _require_admin(request, caller)
     return web.json_response(
         {name: _describe(holder.status()) for name, holder in holders.items()}
     )
 
 
-async def refresh(request: web.Request) -> web.Response:
+def refreshed_source(raw_path: str) -> str | None:
+    """The source named by ``/tokens/{source}/refresh``, or None for other paths."""
+    if not (
+        raw_path.startswith(_REFRESH_PREFIX) and raw_path.endswith(_REFRESH_SUFFIX)
+    ):
+        return None
+    source = raw_path[len(_REFRESH_PREFIX) : -len(_REFRESH_SUFFIX)]
+    return source if source and "/" not in source else None
+
+
+async def refresh(
+    holders: Mapping[str, CredentialHolder],
+    source: str,
+    request: web.BaseRequest,
+    caller: Caller,
+) -> web.Response:
     """Force one refresh of a source (single flight); answers its new status."""
-    _require_admin(request)
-    name = request.match_info["source"]
-    holder = request.app[HOLDERS].get(name)
+    _require_admin(request, caller)
+    holder = holders.get(source)
     if holder is None:
-        raise NoRoute(f"no token source is named {name!r}")
+        raise NoRoute(f"no token source is named {source!r}")
     # A failure shows in the status below, with the error and the next attempt.
     with contextlib.suppress(TokenUnavailable):
         await holder.refresh_now()
-    return web.json_response({name: _describe(holder.status())})
+    return web.json_response({source: _describe(holder.status())})
 
 
-def _require_admin(request: web.Request) -> None:
-    caller = request.get(CALLER)
+def _require_admin(request: web.BaseRequest, caller: Caller | None) -> None:
     peer = parse_address(request.remote)
     on_loopback = peer is not None and peer.is_loopback
     if on_loopback and caller is not None and caller.kind == "network":

@@ -105,7 +105,7 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         match: RouteMatch,
         request_id: str,
         record: CallRecord,
@@ -193,7 +193,7 @@ class Forwarder:
                 holder.refused_when_fresh(fresh, challenge)
         return response
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
+    async def _read_body(self, request: web.BaseRequest) -> bytes | None:
         if not request.body_exists:
             return None
         limit = self._max_body_bytes
@@ -209,7 +209,7 @@ class Forwarder:
 
     async def _stream_back(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
         request_id: str,
     ) -> web.StreamResponse:
@@ -276,7 +276,7 @@ def _timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
 
 
 def upstream_request_headers(
-    request: web.Request,
+    request: web.BaseRequest,
     request_id: str,
     trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
 ) -> CIMultiDict[str]:

@@ -59,6 +59,10 @@ class RouteTable:
         ``proxy.request_hygiene``) and ``NoRoute`` when no prefix owns the path.
         """
         check_origin_form(raw_path, raw_query)
+        return self.find(raw_path, raw_query)
+
+    def find(self, raw_path: str, raw_query: str) -> RouteMatch:
+        """``match`` for a target that has passed ``check_origin_form`` already."""
         for route in self._routes:
             prefix = route.upstream.path_prefix
             if raw_path == prefix or raw_path.startswith(prefix + "/"):

@@ -27,11 +27,12 @@ import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Any, Self
 
 from aiohttp import web
 
-from proxy.app import create_app
+from proxy.app import SERVER_ARGS, Proxy
 from proxy.config import ConfigError, ProxyConfig
 from proxy.metrics import MULTIPROC_ENV
 from proxy.observability import configure_logging
@@ -39,20 +40,114 @@ from proxy.observability import configure_logging
 _KILL_MARGIN_S = 5.0
 
 
+class ProxyServer:
+    """A ``Proxy`` behind aiohttp's low-level server, listening on one address.
+
+    ``start`` opens the proxy and then the listener; ``stop`` closes the listener,
+    lets calls in flight finish for up to ``server.shutdown_grace_s`` (cancelling
+    what is left), and then closes the proxy. ``port`` 0 picks a free port, which
+    ``port`` reports once started.
+    """
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        port: int | None = None,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self._port = config.server.port if port is None else port
+        self._reuse_port = reuse_port
+        self._ssl_context = ssl_context
+        self._runner: web.ServerRunner | None = None
+        self.proxy: Proxy | None = None
+
+    async def start(self) -> None:
+        """Open the proxy and listen; on a listener error nothing stays open."""
+        self.proxy = await Proxy.open(self.config)
+        runner = web.ServerRunner(
+            web.Server(self.proxy.handle, **SERVER_ARGS),
+            shutdown_timeout=self.config.server.shutdown_grace_s,
+        )
+        self._runner = runner
+        try:
+            await runner.setup()
+            site = web.TCPSite(
+                runner,
+                self.config.server.host,
+                self._port,
+                ssl_context=self._ssl_context,
+                reuse_port=self._reuse_port,
+            )
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    @property
+    def port(self) -> int:
+        """The port listened on."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the server is not listening")
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    async def stop(self) -> None:
+        """Drain and close the listener, then the proxy."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.proxy is not None:
+            await self.proxy.close()
+            self.proxy = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
 def serve(config: ProxyConfig, *, reuse_port: bool = False) -> None:
     """Run one worker in this process until SIGTERM or SIGINT."""
     configure_logging(config.log, cache_loggers=True)
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=listener_tls(config),
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=config.server.shutdown_grace_s,
-        loop=new_event_loop(),
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve_until_stopped(config, reuse_port))
+    finally:
+        _close_loop(loop)
+
+
+async def _serve_until_stopped(config: ProxyConfig, reuse_port: bool) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    server = ProxyServer(
+        config, reuse_port=reuse_port, ssl_context=listener_tls(config)
     )
+    async with server:
+        await stopping.wait()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still running, as ``asyncio.run`` does, and close."""
+    remaining = asyncio.all_tasks(loop)
+    for task in remaining:
+        task.cancel()
+    outcome: Any = asyncio.gather(*remaining, return_exceptions=True)
+    loop.run_until_complete(outcome)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def serve_workers(config: ProxyConfig, count: int) -> int:

@@ -42,7 +42,7 @@ class StandInTokens:
         """Whether the path below the upstream's prefix is a stand-in token request."""
         return self._pattern is not None and bool(self._pattern.fullmatch(remainder))
 
-    def answer(self, request: web.Request) -> web.Response:
+    def answer(self, request: web.BaseRequest) -> web.Response:
         """An RFC 6749 §5.1 answer carrying a fresh stand-in token."""
         if request.method != "POST":
             raise MethodNotAllowed("the token endpoint takes POST")

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from multidict import CIMultiDict
 
-from proxy.app import create_app
+from proxy.app import SERVER_ARGS, Proxy
 from proxy.config import LogConfig, ProxyConfig
 from proxy.demo.identity_provider import IdentityProvider
 from proxy.observability import configure_logging, flush_logs
@@ -29,7 +29,7 @@ CLIENT_ID = "oms"
 CLIENT_SECRET = "s3cr+t/with:colon%41and space"
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
-AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 class LogCapture:
@@ -194,7 +194,31 @@ def proxy_config(
     )
 
 
-ProxyFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+class ProxyTestServer(BaseTestServer):
+    """The proxy for ``config`` on aiohttp's test server, served as ``serve`` does.
+
+    The proxy opens when the server starts (``SERVER_ARGS``, the low-level
+    ``web.Server``) and closes after the listener when the server closes.
+    """
+
+    def __init__(self, config: ProxyConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.proxy: Proxy | None = None
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        self.proxy = await Proxy.open(self.config)
+        return web.ServerRunner(web.Server(self.proxy.handle, **SERVER_ARGS, **kwargs))
+
+    async def close(self) -> None:
+        await super().close()
+        if self.proxy is not None:
+            await self.proxy.close()
+            self.proxy = None
+
+
+ProxyClient = TestClient[web.BaseRequest, None]
+ProxyFactory = Callable[..., Awaitable[ProxyClient]]
 
 
 @pytest.fixture
@@ -208,13 +232,13 @@ def make_proxy(
 
     async def start(
         token_url: str | None = None, upstream_url: str | None = None, **overrides: Any
-    ) -> TestClient[web.Request, web.Application]:
+    ) -> ProxyClient:
         config = proxy_config(
             token_url or str(idp_server.make_url("/oauth2/token")),
             upstream_url or str(upstream[1].make_url("/inventory")),
             **overrides,
         )
-        return await aiohttp_client(create_app(config), auto_decompress=False)
+        return await aiohttp_client(ProxyTestServer(config), auto_decompress=False)
 
     return start
 

@@ -10,6 +10,7 @@ in ``call_boundary``, with the proxy's JSON answer.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import pytest
@@ -17,15 +18,14 @@ from aiohttp import http_parser
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
-from proxy.app import create_app
 from proxy.errors import BadRequest
 from proxy.request_hygiene import (
     SERVER_LIMITS,
     check_message_framing,
     check_request_target,
 )
+from proxy.server import ProxyServer
 from tests.conftest import (
-    AiohttpServer,
     LogCapture,
     ProxyFactory,
     RawResponse,
@@ -321,16 +321,16 @@ LIMITS = [
 async def proxy_server(
     idp_server: TestServer,
     upstream: tuple[RecordingUpstream, TestServer],
-    aiohttp_server: AiohttpServer,
     logs: LogCapture,
-) -> TestServer:
-    """The proxy served with ``SERVER_LIMITS``, as app.py's handler_args will."""
+) -> AsyncIterator[ProxyServer]:
+    """The proxy as ``inventory-proxy serve`` runs it, with ``SERVER_LIMITS``."""
     config = proxy_config(
         str(idp_server.make_url("/oauth2/token")),
         str(upstream[1].make_url("/inventory")),
         server={"max_body_bytes": MAX_BODY_BYTES},
     )
-    return await aiohttp_server(create_app(config), **SERVER_LIMITS)
+    async with ProxyServer(config, port=0) as server:
+        yield server
 
 
 def assert_refused(response: RawResponse, status: int, answer: Answer) -> None:
@@ -349,7 +349,7 @@ def assert_refused(response: RawResponse, status: int, answer: Answer) -> None:
     PATH_ESCAPES + TARGET_FORMS + SMUGGLING + LIMITS,
 )
 async def test_attack_is_refused_before_any_upstream_call(
-    proxy_server: TestServer,
+    proxy_server: ProxyServer,
     upstream: tuple[RecordingUpstream, TestServer],
     request_bytes: bytes,
     status: int,
@@ -379,7 +379,7 @@ async def test_attack_is_refused_before_any_upstream_call(
     ],
 )
 async def test_odd_but_valid_target_reaches_the_upstream_byte_for_byte(
-    proxy_server: TestServer,
+    proxy_server: ProxyServer,
     upstream: tuple[RecordingUpstream, TestServer],
     target: str,
 ) -> None:
@@ -393,7 +393,7 @@ async def test_odd_but_valid_target_reaches_the_upstream_byte_for_byte(
 
 
 async def test_chunked_body_reaches_the_upstream_whole(
-    proxy_server: TestServer, upstream: tuple[RecordingUpstream, TestServer]
+    proxy_server: ProxyServer, upstream: tuple[RecordingUpstream, TestServer]
 ) -> None:
     """A plainly chunked body, coding name in any case, is forwarded as sent."""
     assert proxy_server.port is not None
@@ -410,7 +410,7 @@ async def test_chunked_body_reaches_the_upstream_whole(
 async def test_served_app_carries_the_header_limits(
     make_proxy: ProxyFactory, upstream: tuple[RecordingUpstream, TestServer]
 ) -> None:
-    """The app as create_app builds it refuses one header over ``max_headers``."""
+    """The proxy as tests serve it refuses one header over ``max_headers``."""
     proxy = await make_proxy()
     assert proxy.port is not None
 

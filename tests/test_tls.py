@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.app import create_app
 from proxy.cli import main
-from proxy.server import listener_tls
+from proxy.server import ProxyServer, listener_tls
 from tests.conftest import (
     AiohttpServer,
     LogCapture,
@@ -94,7 +93,7 @@ async def test_turning_verification_off_is_explicit_and_logged(
 
 
 async def test_listener_serves_tls_with_the_configured_certificate(
-    aiohttp_server: AiohttpServer, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """With tls_cert_file and tls_key_file the proxy's own port speaks HTTPS."""
     pki = make_pki(tmp_path)
@@ -107,17 +106,17 @@ async def test_listener_serves_tls_with_the_configured_certificate(
         },
         source={"cold_start_wait_s": 0},
     )
-    server = await aiohttp_server(create_app(config), ssl=listener_tls(config))
+    server = ProxyServer(config, port=0, ssl_context=listener_tls(config))
 
     async with (
+        server,
         aiohttp.ClientSession() as session,
         session.get(
-            server.make_url("/healthz"), ssl=client_ssl_context(pki)
+            f"https://127.0.0.1:{server.port}/healthz", ssl=client_ssl_context(pki)
         ) as response,
     ):
         status = response.status
 
-    assert server.scheme == "https"
     assert status == 200
 
 

@@ -2,7 +2,7 @@
 
 One ``redis-server`` runs per session on a free port; each test starts from an empty
 one, and a test that kills or freezes it leaves it running again. Replicas are full
-proxies (``create_app``) in front of the same identity provider and upstream.
+proxies (``ProxyTestServer``) in front of the same identity provider and upstream.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 
-from proxy.app import create_app
 from proxy.config import ProxyConfig
 from proxy.demo.identity_provider import IdentityProvider
 from proxy.store_config import TokenStoreConfig
@@ -27,6 +25,8 @@ from proxy.token_store import TOKEN_KEY_ENV
 from tests.conftest import (
     AiohttpClient,
     LogCapture,
+    ProxyClient,
+    ProxyTestServer,
     RecordingUpstream,
     proxy_config,
     sample,
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason=MISSING)
 
 LIFETIME_S = 2
 CALL = "/inventory/T/v1/items/1"
-Client = TestClient[web.Request, web.Application]
+Client = ProxyClient
 Replicas = Callable[..., Awaitable[list[Client]]]
 
 
@@ -81,7 +81,7 @@ def start_replicas(
     async def start(count: int, **store: Any) -> list[Client]:
         settings = {"kind": "redis", "url": redis.url, "reprobe_interval_s": 0.5}
         config = replica_config(idp_server, upstream[1], {**settings, **store})
-        return [await aiohttp_client(create_app(config)) for _ in range(count)]
+        return [await aiohttp_client(ProxyTestServer(config)) for _ in range(count)]
 
     return start
 

@@ -16,13 +16,11 @@ import signal
 import sys
 from importlib.resources import files
 
-from aiohttp import web
-
-from proxy.app import create_app
 from proxy.config import LogConfig, ProxyConfig, parse_config
 from proxy.demo.backend import ClientCredentials, DemoBackend
 from proxy.demo.identity_provider import AuthMethod
 from proxy.observability import configure_logging
+from proxy.server import ProxyServer
 
 DEMO_CONFIG = files("proxy.demo").joinpath("demo.toml")
 INVENTORY_TOKEN_LIFETIME_S = 30.0
@@ -115,16 +113,10 @@ async def _serve_demo(port: int) -> None:
     async with backend:
         config = demo_config(backend, port)
         configure_logging(config.log)
-        runner = web.AppRunner(create_app(config), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, config.server.host, config.server.port)
-            await site.start()
-            host, bound_port = runner.addresses[0][:2]
-            print(banner(f"http://{host}:{bound_port}", backend), flush=True)
+        async with ProxyServer(config) as server:
+            url = f"http://{config.server.host}:{server.port}"
+            print(banner(url, backend), flush=True)
             await stop.wait()
-        finally:
-            await runner.cleanup()
     print("inventory-proxy demo: stopped", file=sys.stderr, flush=True)
 
 
