@@ -164,8 +164,8 @@ class Proxy:
         bind_request_id(call.request_id)
         raw_path, _, raw_query = request.raw_path.partition("?")
         own = _OWN_ENDPOINTS.get(raw_path)
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
+        per_call = self.metrics.per_call
+        per_call.started()
         try:
             response = await self._dispatch(request, call, raw_path, raw_query, own)
         except ProxyError as error:
@@ -178,14 +178,14 @@ class Proxy:
                 500, "internal_error", "the proxy failed on this call", call.request_id
             )
         finally:
-            in_flight.dec()
+            per_call.finished()
         if not response.prepared:
             response.headers["X-Request-ID"] = call.request_id
 
         if own is None or not own.probe or response.status >= 400:
             duration_s = time.perf_counter() - started
             record = call.record
-            self.metrics.call_answered(
+            per_call.answered(
                 record.upstream, request.method, response.status, duration_s
             )
             log_call_completed(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,8 +28,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.call_metrics import CallMetrics, CallTally, SharedCallMetrics
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -38,29 +38,15 @@ class Metrics:
     """The proxy's metrics; one instance per worker."""
 
     def __init__(self) -> None:
-        # Label lookups take a lock each; the children of a call's labels are kept.
-        self._call_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.calls = Counter(
-            "inventory_proxy_calls",
-            "Calls answered, by upstream, method and status class.",
-            ["upstream", "method", "status_class"],
-            registry=registry,
-        )
-        self.call_duration = Histogram(
-            "inventory_proxy_call_duration_seconds",
-            "Time from a call's arrival to its answer, by upstream.",
-            ["upstream"],
-            buckets=_DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "inventory_proxy_calls_in_flight",
-            "Calls being handled now.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
+        self.per_call: CallMetrics
+        if os.environ.get(MULTIPROC_ENV):
+            self.per_call = SharedCallMetrics(registry, _DURATION_BUCKETS)
+        else:
+            tally = CallTally(_DURATION_BUCKETS)
+            registry.register(tally)
+            self.per_call = tally
         self.replays = Counter(
             "inventory_proxy_replays",
             "Calls replayed with a fresh token after an upstream's 401.",
@@ -102,25 +88,6 @@ class Metrics:
             registry=registry,
             multiprocess_mode="min",
         )
-
-    def call_answered(
-        self, upstream: str | None, method: str, status: int, duration_s: float
-    ) -> None:
-        key = (upstream or "none", method, status // 100)
-        children = self._call_children.get(key)
-        if children is None:
-            name = upstream or "none"
-            shown_method = method if method in KNOWN_METHODS else "OTHER"
-            children = (
-                self.calls.labels(name, shown_method, f"{status // 100}xx"),
-                self.call_duration.labels(name),
-            )
-            # Bounded: unknown methods share "OTHER", so keys stay few.
-            if method in KNOWN_METHODS:
-                self._call_children[key] = children
-        calls, duration = children
-        calls.inc()
-        duration.observe(duration_s)
 
     def token_fetched(
         self,
