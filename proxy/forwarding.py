@@ -136,7 +136,7 @@ class Forwarder:
                 )
                 if outcome != "leader":
                     record.sharing = outcome
-                return _respond(answer, request_id, shared=True)
+                return _respond(answer)
 
         upstream = await self._exchange(method, match, headers, body, record)
         return await self._stream_back(request, upstream, request_id)
@@ -228,7 +228,7 @@ class Forwarder:
             length = upstream.content_length
             small = length is not None and length <= _BUFFERED_BYTES
             if small and request.method != "HEAD":
-                return _respond(await _read_whole(upstream), request_id)
+                return _respond(await _read_whole(upstream))
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
@@ -271,12 +271,13 @@ async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
     return Answer(upstream.status, upstream.reason, headers, body)
 
 
-def _respond(answer: Answer, request_id: str, *, shared: bool = False) -> web.Response:
-    # A shared answer serves other callers too: each gets its own copy of the headers.
-    headers = answer.headers.copy() if shared else answer.headers
-    headers["X-Request-ID"] = request_id
+def _respond(answer: Answer) -> web.Response:
+    # The response copies the headers, so a shared answer's stay as they were.
     return web.Response(
-        status=answer.status, reason=answer.reason, body=answer.body, headers=headers
+        status=answer.status,
+        reason=answer.reason,
+        body=answer.body,
+        headers=answer.headers,
     )
 
 

@@ -80,6 +80,11 @@ _TARGET_CHARACTERS: Final = re.compile(r"[!\x22$-~]*")
 _PLAIN_PATH: Final = re.compile(
     r"(?:/[\w~!$&'()*+,=:@-][\w.~!$&'()*+,=:@-]*)*/?", re.ASCII
 )
+# Both at once, for a whole target that starts with "/": a plain path, then any
+# plain query.
+_PLAIN_TARGET: Final = re.compile(
+    r"(?:/[\w~!$&'()*+,=:@-][\w.~!$&'()*+,=:@-]*)*/?(?:\?[!\x22$-~]*)?", re.ASCII
+)
 
 
 def check_request_target(method: str, raw_target: str) -> None:
@@ -88,6 +93,9 @@ def check_request_target(method: str, raw_target: str) -> None:
     ``raw_target`` is the request-target as received, still percent-encoded.
     Raises ``BadRequest`` whose detail names what is wrong.
     """
+    plain = raw_target[:1] == "/" and _PLAIN_TARGET.fullmatch(raw_target)
+    if plain and method != "CONNECT":
+        return
     if method == "CONNECT":
         raise BadRequest(
             "CONNECT is not served: this proxy forwards to its configured "
