@@ -10,6 +10,7 @@ sent to a host the configuration does not name.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from ipaddress import IPv4Network, IPv6Network
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import UpstreamConfig
-from proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
 from proxy.holders import CredentialHolder
 from proxy.metrics import Metrics
 from proxy.observability import parse_address
@@ -208,15 +210,21 @@ class Forwarder:
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self._max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        length = request.content_length
+        if length is not None and length > limit:
             raise BodyTooLarge(f"the request body exceeds {limit} bytes")
-
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(_CHUNK_BYTES):
-            body += chunk
-            if len(body) > limit:
-                raise BodyTooLarge(f"the request body exceeds {limit} bytes")
-        return bytes(body)
+        try:
+            if length is not None:
+                return await request.content.readexactly(length)
+            body = bytearray()
+            async for chunk in request.content.iter_chunked(_CHUNK_BYTES):
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+            return bytes(body)
+        except (asyncio.IncompleteReadError, HttpProcessingError, ConnectionError):
+            # Nobody will read this answer; it names the call in the access log.
+            raise BadRequest("the caller hung up before its body ended") from None
 
     async def _stream_back(
         self,

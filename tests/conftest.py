@@ -206,9 +206,12 @@ class ProxyTestServer(BaseTestServer):
         self.config = config
         self.proxy: Proxy | None = None
 
-    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+    async def _make_runner(self, **_kwargs: Any) -> web.ServerRunner:
+        # Exactly the production server's arguments: the test server's own
+        # (handler_cancellation) would cancel a call whose caller hangs up, which
+        # ``serve`` does not.
         self.proxy = await Proxy.open(self.config)
-        return web.ServerRunner(web.Server(self.proxy.handle, **SERVER_ARGS, **kwargs))
+        return web.ServerRunner(web.Server(self.proxy.handle, **SERVER_ARGS))
 
     async def close(self) -> None:
         await super().close()

@@ -445,3 +445,31 @@ async def test_tokens_are_renewed_ahead_of_expiry_without_a_refused_call(
     assert idp.token_requests >= 3
     assert [call for call in upstream[0].calls if not call.authorized] == []
     assert not any(line["replayed"] for line in logs.events("request.completed"))
+
+
+async def test_body_cut_short_of_its_content_length_goes_nowhere(
+    make_proxy: ProxyFactory,
+    upstream: tuple[RecordingUpstream, TestServer],
+    logs: LogCapture,
+) -> None:
+    """A caller that hangs up mid-body sends nothing upstream and fails nothing."""
+    proxy = await make_proxy()
+    assert proxy.port is not None
+    _reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"POST /inventory/availability HTTP/1.1\r\nHost: proxy\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        b'{"lines": ['
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    for _ in range(1000):  # the proxy notices the hang-up on its own time; 10 s
+        if logs.events("request.completed"):
+            break
+        await asyncio.sleep(0.01)
+    [completed] = logs.events("request.completed")
+    assert completed["status"] == 400
+    assert logs.events("request.failed") == []
+    assert upstream[0].calls == []
