@@ -16,7 +16,6 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -27,7 +26,7 @@ from aiohttp import web
 
 from proxy import admin
 from proxy.access import AccessPolicy, Caller
-from proxy.config import ProxyConfig, UpstreamConfig
+from proxy.config import ProxyConfig
 from proxy.errors import (
     Forbidden,
     MethodNotAllowed,
@@ -39,6 +38,7 @@ from proxy.errors import (
 )
 from proxy.forwarding import CallRecord, Forwarder
 from proxy.holders import CredentialHolder, HolderObserver
+from proxy.http_client import pooled_session
 from proxy.inbound_jwt import JwtVerifier
 from proxy.metrics import Metrics
 from proxy.observability import (
@@ -97,7 +97,6 @@ class Proxy:
         self,
         config: ProxyConfig,
         *,
-        upstream_session: aiohttp.ClientSession,
         token_session: aiohttp.ClientSession,
         store: RedisTokenStore | None,
     ) -> None:
@@ -106,18 +105,16 @@ class Proxy:
         self.routes = RouteTable(config.upstreams)
         self.holders = build_holders(config, token_session, self.metrics, store)
         self.forwarder = Forwarder(
-            upstream_session,
+            config.upstreams,
             self.holders,
             max_body_bytes=config.server.max_body_bytes,
-            tls={name: upstream_tls(up) for name, up in config.upstreams.items()},
             trusted_proxies=config.server.trusted_proxies,
             metrics=self.metrics,
         )
-        self.forwarder.prepare(config.upstreams)
         jwt = config.inbound.jwt
         verifier = JwtVerifier(jwt, token_session) if jwt is not None else None
         self.policy = AccessPolicy(config, verifier)
-        self._sessions = (upstream_session, token_session)
+        self._token_session = token_session
         self._store = store
 
     @classmethod
@@ -128,8 +125,7 @@ class Proxy:
         """
         proxy = cls(
             config,
-            upstream_session=_client_session(),
-            token_session=_client_session(),
+            token_session=pooled_session(),
             store=open_token_store(config.token_store),
         )
         _warn_about_unverified_tls(config)
@@ -151,8 +147,8 @@ class Proxy:
             await holder.close()
         if self._store is not None:
             await self._store.close()
-        for session in self._sessions:
-            await session.close()
+        await self.forwarder.close()
+        await self._token_session.close()
         log.info("proxy.stopped")
         flush_logs()
 
@@ -357,16 +353,6 @@ def build_holders(
     return holders
 
 
-def upstream_tls(upstream: UpstreamConfig) -> ssl.SSLContext | bool:
-    """How calls to ``upstream`` verify its certificate: the default store, a
-    private CA, or (only when configured so, with a warning) not at all."""
-    if not upstream.tls_verify:
-        return False
-    if upstream.ca_file is not None:
-        return ssl.create_default_context(cafile=str(upstream.ca_file))
-    return True
-
-
 def _warn_about_unverified_tls(config: ProxyConfig) -> None:
     for name, upstream in config.upstreams.items():
         if not upstream.tls_verify:
@@ -374,19 +360,3 @@ def _warn_about_unverified_tls(config: ProxyConfig) -> None:
     for name, source in config.token_sources.items():
         if isinstance(source, OAuth2SourceConfig) and not source.tls_verify:
             log.warning("tls.verification_disabled", token_source=name)
-
-
-def _client_session() -> aiohttp.ClientSession:
-    """A pooled client that adds nothing the caller did not send.
-
-    No cookie jar (one caller's cookies must never reach another's call), no
-    decompression (bodies pass through untouched) and no automatic Accept-Encoding
-    or User-Agent, so the upstream sees the OMS's own headers.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-        trust_env=False,
-    )

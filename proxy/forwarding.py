@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
 from proxy.holders import CredentialHolder
+from proxy.http_client import pooled_session
 from proxy.metrics import Metrics
 from proxy.observability import parse_address
 from proxy.routing import RouteMatch
@@ -79,33 +80,38 @@ class CallRecord:
 
 
 class Forwarder:
-    """Sends requests to their upstream with a token from the right holder."""
+    """Sends requests to their upstream with a token from the right holder.
+
+    Each upstream has its own connection pool, with its timeouts and TLS settings
+    built in, so a slow upstream cannot take the connections of another.
+    Construct it inside the event loop that will use it; ``close`` ends the pools.
+    """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        upstreams: Mapping[str, UpstreamConfig],
         holders: Mapping[str, CredentialHolder],
         *,
         max_body_bytes: int,
-        tls: Mapping[str, ssl.SSLContext | bool] | None = None,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
         metrics: Metrics | None = None,
     ) -> None:
-        self._session = session
         self._holders = holders
         self._max_body_bytes = max_body_bytes
-        self._tls = tls or {}
         self._trusted_proxies = trusted_proxies
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
-        self._sharing: dict[str, Sharing] = {}
         self._metrics = metrics or Metrics()
-
-    def prepare(self, upstreams: Mapping[str, UpstreamConfig]) -> None:
-        """Build per-upstream settings once, rather than on every call."""
-        self._timeouts = {name: _timeout(up) for name, up in upstreams.items()}
+        self._sessions = {
+            name: pooled_session(timeout=_timeout(up), tls=upstream_tls(up))
+            for name, up in upstreams.items()
+        }
         self._sharing = {
             name: Sharing(up) for name, up in upstreams.items() if up.share_identical
         }
+
+    async def close(self) -> None:
+        """Close every upstream's connections."""
+        for session in self._sessions.values():
+            await session.close()
 
     async def forward(
         self,
@@ -188,14 +194,8 @@ class Forwarder:
             "{token}", token.value
         )
         try:
-            return await self._session.request(
-                method,
-                match.url,
-                headers=headers,
-                data=body,
-                timeout=self._timeouts.get(match.route.name) or _timeout(upstream),
-                allow_redirects=False,
-                ssl=self._tls.get(match.route.name, True),
+            return await self._sessions[match.route.name].request(
+                method, match.url, headers=headers, data=body, allow_redirects=False
             )
         except TimeoutError:
             raise UpstreamTimeout(
@@ -293,6 +293,16 @@ def _timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=upstream.timeout_s, connect=upstream.connect_timeout_s
     )
+
+
+def upstream_tls(upstream: UpstreamConfig) -> ssl.SSLContext | bool:
+    """How calls to ``upstream`` verify its certificate: the default store, a
+    private CA, or (only when configured so, with a warning) not at all."""
+    if not upstream.tls_verify:
+        return False
+    if upstream.ca_file is not None:
+        return ssl.create_default_context(cafile=str(upstream.ca_file))
+    return True
 
 
 def upstream_request_headers(
