@@ -92,7 +92,8 @@ class AccessPolicy:
         if jwt_verifier is not None and config.inbound.jwt is not None:
             self._jwt = (jwt_verifier, config.inbound.jwt)
         self._limiter = RateLimiter()
-        self._trusted_caller = Caller("trusted", "network", TRUSTED_GRANTS)
+        self.network_caller = Caller("trusted", "network", TRUSTED_GRANTS)
+        """Who any caller inside ``server.trusted_networks`` is."""
         self._peers: dict[str, Peer] = {}
 
     def peer(self, request: web.BaseRequest) -> Peer:
@@ -136,7 +137,7 @@ class AccessPolicy:
     async def authenticate(self, request: web.BaseRequest, peer: Peer) -> Caller:
         """Who is calling; raises ``Unauthenticated`` (401) when nobody can tell."""
         if peer.trusted:
-            return self._trusted_caller
+            return self.network_caller
 
         credential = request.headers.get("X-API-Key")
         scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")

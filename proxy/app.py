@@ -36,13 +36,14 @@ from proxy.errors import (
     error_response,
     proxy_error_response,
 )
-from proxy.forwarding import CallRecord, Forwarder
+from proxy.forwarding import Forwarder
 from proxy.holders import CredentialHolder, HolderObserver
 from proxy.http_client import pooled_session
 from proxy.inbound_jwt import JwtVerifier
 from proxy.metrics import Metrics
 from proxy.observability import (
     MALFORMED_REQUEST_LOGGER,
+    CallRecord,
     bind_request_id,
     flush_logs,
     log_call_completed,
@@ -76,18 +77,9 @@ SERVER_ARGS: Final[dict[str, Any]] = {
     "access_log": None,
 }
 
-OwnEndpoint = Callable[["Proxy", web.BaseRequest, "Call"], Awaitable[web.Response]]
-
-
-class Call:
-    """One call as the boundary sees it: its id, its caller, and its log fields."""
-
-    __slots__ = ("caller", "record", "request_id")
-
-    def __init__(self, request_id: str) -> None:
-        self.request_id = request_id
-        self.record = CallRecord()
-        self.caller: Caller | None = None
+OwnEndpoint = Callable[
+    ["Proxy", web.BaseRequest, CallRecord, Caller | None], Awaitable[web.Response]
+]
 
 
 class Proxy:
@@ -155,52 +147,43 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one call; never raises."""
         started = time.perf_counter()
-        call = Call(request_id_from(request.headers.get("X-Request-ID")))
+        record = CallRecord(request_id_from(request.headers.get("X-Request-ID")))
         # Every log line of this call carries its id; the previous call's is dropped.
-        bind_request_id(call.request_id)
+        bind_request_id(record.request_id)
         raw_path, _, raw_query = request.raw_path.partition("?")
         own = _OWN_ENDPOINTS.get(raw_path)
         per_call = self.metrics.per_call
         per_call.started()
         try:
-            response = await self._dispatch(request, call, raw_path, raw_query, own)
+            response = await self._dispatch(request, record, raw_path, raw_query, own)
         except ProxyError as error:
             if isinstance(error, Unauthenticated | Forbidden | RateLimited):
-                _log_denial(request, call.record, error)
-            response = proxy_error_response(error, call.request_id)
+                _log_denial(request, record, error)
+            response = proxy_error_response(error, record.request_id)
         except Exception:
             log.exception("request.failed", method=request.method)
             response = error_response(
-                500, "internal_error", "the proxy failed on this call", call.request_id
+                500,
+                "internal_error",
+                "the proxy failed on this call",
+                record.request_id,
             )
         finally:
             per_call.finished()
         if not response.prepared:
-            response.headers["X-Request-ID"] = call.request_id
+            response.headers["X-Request-ID"] = record.request_id
 
         if own is None or not own.probe or response.status >= 400:
             duration_s = time.perf_counter() - started
-            record = call.record
-            per_call.answered(
-                record.upstream, request.method, response.status, duration_s
-            )
-            log_call_completed(
-                call.request_id,
-                upstream=record.upstream,
-                client=record.client,
-                method=request.method,
-                path=raw_path,
-                status=response.status,
-                duration_s=duration_s,
-                replayed=record.replayed,
-                sharing=record.sharing,
-            )
+            method, status = request.method, response.status
+            per_call.answered(record.upstream, method, status, duration_s)
+            log_call_completed(record, method, raw_path, status, duration_s)
         return response
 
     async def _dispatch(
         self,
         request: web.BaseRequest,
-        call: Call,
+        record: CallRecord,
         raw_path: str,
         raw_query: str,
         own: _OwnEndpoint | None,
@@ -208,14 +191,13 @@ class Proxy:
         method = request.method
         check_message_framing(request.version, request.headers)
         if own is not None:
-            if not own.probe:
-                await self._admit(request, call)
+            caller = None if own.probe else await self._admit(request, record)
             if method not in own.methods:
                 raise MethodNotAllowed(f"{raw_path} takes GET")
-            return await own.handler(self, request, call)
+            return await own.handler(self, request, record, caller)
 
         check_request_target(method, request.raw_path)
-        caller = await self._admit(request, call)
+        caller = await self._admit(request, record)
         source = admin.refreshed_source(raw_path)
         if source is not None:
             if method != "POST":
@@ -223,29 +205,31 @@ class Proxy:
             return await admin.refresh(self.holders, source, request, caller)
 
         match = self.routes.find(raw_path, raw_query)
-        call.record.upstream = match.route.name
+        record.upstream = match.route.name
         self.policy.authorize(caller, match.route.name, method)
         if match.route.stand_in.matches(match.remainder):
             return match.route.stand_in.answer(request)
-        return await self.forwarder.forward(
-            request, match, call.request_id, call.record
-        )
+        return await self.forwarder.forward(request, match, record)
 
-    async def _admit(self, request: web.BaseRequest, call: Call) -> Caller:
+    async def _admit(self, request: web.BaseRequest, record: CallRecord) -> Caller:
         """Authenticate the caller; authorization waits until the route is known."""
         peer = self.policy.peer(request)
-        call.record.client = peer.shown
+        record.client = peer.shown
+        if peer.trusted:
+            return self.policy.network_caller
         caller = await self.policy.authenticate(request, peer)
-        call.caller = caller
-        if caller.kind != "network":
-            call.record.client = caller.name
+        record.client = caller.name
         return caller
 
-    async def healthz(self, _request: web.BaseRequest, _call: Call) -> web.Response:
+    async def healthz(
+        self, _request: web.BaseRequest, _record: CallRecord, _caller: Caller | None
+    ) -> web.Response:
         """The process is up and serving; says nothing about tokens."""
         return web.json_response({"status": "ok"})
 
-    async def readyz(self, _request: web.BaseRequest, call: Call) -> web.Response:
+    async def readyz(
+        self, _request: web.BaseRequest, record: CallRecord, _caller: Caller | None
+    ) -> web.Response:
         """Ready when every token source holds a valid token or gets one shortly."""
         holders = self.holders
         ready = await asyncio.gather(
@@ -262,17 +246,21 @@ class Proxy:
                 for status in failing
             )
             return error_response(
-                503, "not_ready", f"no valid token for {reasons}", call.request_id
+                503, "not_ready", f"no valid token for {reasons}", record.request_id
             )
         return web.json_response({"status": "ready", "token_sources": sorted(holders)})
 
-    async def metrics_page(self, request: web.BaseRequest, call: Call) -> web.Response:
+    async def metrics_page(
+        self, request: web.BaseRequest, _record: CallRecord, caller: Caller | None
+    ) -> web.Response:
         """Prometheus text exposition, every worker's counts included."""
-        return admin.metrics(self.metrics, request, call.caller)
+        return admin.metrics(self.metrics, request, caller)
 
-    async def tokens_page(self, request: web.BaseRequest, call: Call) -> web.Response:
+    async def tokens_page(
+        self, request: web.BaseRequest, _record: CallRecord, caller: Caller | None
+    ) -> web.Response:
         """Per token source: state, expiry, last refresh, last error; never a token."""
-        return admin.tokens(self.holders, request, call.caller)
+        return admin.tokens(self.holders, request, caller)
 
 
 class _OwnEndpoint:

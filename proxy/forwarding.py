@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 
 import aiohttp
@@ -27,7 +26,7 @@ from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnre
 from proxy.holders import CredentialHolder
 from proxy.http_client import pooled_session
 from proxy.metrics import Metrics
-from proxy.observability import parse_address
+from proxy.observability import CallRecord, parse_address
 from proxy.routing import RouteMatch
 from proxy.sharing import Answer, Sharing
 from proxy.tokens import AccessToken
@@ -69,16 +68,6 @@ _NOT_FROM_CALLER = HOP_BY_HOP | _SET_BY_PROXY
 _NOT_IN_WHOLE_ANSWER = HOP_BY_HOP | {"content-length"}
 
 
-@dataclass(slots=True)
-class CallRecord:
-    """What the access log line needs to know about one forwarded call."""
-
-    upstream: str | None = None
-    client: str | None = None
-    replayed: bool = False
-    sharing: str | None = None
-
-
 class Forwarder:
     """Sends requests to their upstream with a token from the right holder.
 
@@ -117,10 +106,10 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         match: RouteMatch,
-        request_id: str,
         record: CallRecord,
     ) -> web.StreamResponse:
         """Forward ``request`` to ``match.url``, replaying once after a 401."""
+        request_id = record.request_id
         body = await self._read_body(request) if request.body_exists else None
         headers = upstream_request_headers(request, request_id, self._trusted_proxies)
         headers.popall(match.route.upstream.auth_header, None)

@@ -174,17 +174,19 @@ def configure_logging(
     )
 
 
+@dataclass(slots=True)
+class CallRecord:
+    """One call's facts, gathered on its way for its answer and its access line."""
+
+    request_id: str
+    upstream: str | None = None
+    client: str | None = None
+    replayed: bool = False
+    sharing: str | None = None
+
+
 def log_call_completed(
-    request_id: str,
-    *,
-    upstream: str | None,
-    client: str | None,
-    method: str,
-    path: str,
-    status: int,
-    duration_s: float,
-    replayed: bool,
-    sharing: str | None,
+    record: CallRecord, method: str, path: str, status: int, duration_s: float
 ) -> None:
     """The ``request.completed`` line: the same fields and order as any other line.
 
@@ -195,20 +197,21 @@ def log_call_completed(
     if not _output.calls_logged:
         return
     fields = {
-        "upstream": upstream,
-        "client": client,
+        "upstream": record.upstream,
+        "client": record.client,
         "method": method,
         "path": path,
         "status": status,
-        "duration_ms": round(duration_s * 1000, 2),
-        "replayed": replayed,
-        "sharing": sharing,
+        # Hundredths of a millisecond, truncated: round() costs more than the rest.
+        "duration_ms": int(duration_s * 100_000) / 100,
+        "replayed": record.replayed,
+        "sharing": record.sharing,
     }
     if not _output.calls_as_json:
         structlog.get_logger("proxy.app").info("request.completed", **fields)
         return
     fields["event"] = "request.completed"
-    fields["request_id"] = request_id
+    fields["request_id"] = record.request_id
     fields["level"] = "info"
     fields["ts"] = timestamp()
     _output.sink.write(_json_line(fields))
