@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -66,6 +67,7 @@ from proxy.tokens import TokenHolder
 log = structlog.get_logger("proxy.app")
 
 READY_WAIT_S = 2.0
+_READ_METHODS = frozenset({"GET", "HEAD"})
 
 # What aiohttp's low-level server is given: bounded request lines and headers, and
 # bodies passed through undecoded so that a gzip-encoded request reaches the
@@ -83,7 +85,10 @@ OwnEndpoint = Callable[
 
 
 class Proxy:
-    """The handler of one worker, and everything it holds open."""
+    """The handler of one worker, and everything it holds open.
+
+    Build it with ``Proxy.open`` inside the event loop that will serve it.
+    """
 
     def __init__(
         self,
@@ -192,7 +197,7 @@ class Proxy:
         check_message_framing(request.version, request.headers)
         if own is not None:
             caller = None if own.probe else await self._admit(request, record)
-            if method not in own.methods:
+            if method not in _READ_METHODS:
                 raise MethodNotAllowed(f"{raw_path} takes GET")
             return await own.handler(self, request, record, caller)
 
@@ -263,16 +268,15 @@ class Proxy:
         return admin.tokens(self.holders, request, caller)
 
 
+@dataclass(frozen=True, slots=True)
 class _OwnEndpoint:
-    """One of the proxy's own paths: which methods it takes, and its handler."""
+    """One of the proxy's own read-only paths, and its handler.
 
-    __slots__ = ("handler", "methods", "probe")
+    Probes answer anyone, unauthenticated, and only their failures are logged.
+    """
 
-    def __init__(self, handler: OwnEndpoint, *, probe: bool = False) -> None:
-        self.handler = handler
-        self.methods = frozenset({"GET", "HEAD"})
-        # Probes answer anyone, unauthenticated, and only their failures are logged.
-        self.probe = probe
+    handler: OwnEndpoint
+    probe: bool = False
 
 
 _OWN_ENDPOINTS: Final[dict[str, _OwnEndpoint]] = {
