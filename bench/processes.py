@@ -172,18 +172,39 @@ class ProcessMemory:
 
 def tree_memory(root_pid: int) -> list[ProcessMemory]:
     """VmRSS of ``root_pid`` and all its descendants (Linux /proc only)."""
+    return [memory for pid in _tree(root_pid) if (memory := _memory(pid)) is not None]
+
+
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user and system) used so far by ``root_pid`` and its descendants.
+
+    Unlike a rate, this barely moves with what else the machine is doing, so the
+    CPU each request costs compares targets even on a noisy machine.
+    """
+    ticks = 0
+    for pid in _tree(root_pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat_fields(pid)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root_pid: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                # The command name in parentheses may contain spaces: split after it.
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
 
     tree = [root_pid]
     for pid in tree:
         tree.extend(child for child, parent in parents.items() if parent == pid)
-    return [memory for pid in tree if (memory := _memory(pid)) is not None]
+    return tree
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name, which may hold spaces: field 3 on."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _memory(pid: int) -> ProcessMemory | None:

@@ -16,6 +16,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +37,15 @@ class Measurement:
     result: LoadResult
     token_requests: int
     upstream_calls: int
+    cpu_s: float | None = None
+    """CPU the target's processes used during the run; None for ``direct``."""
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The target's CPU per request answered, in microseconds."""
+        if self.cpu_s is None or not self.result.requests:
+            return None
+        return self.cpu_s * 1e6 / self.result.requests
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Row:
     requests: int
     upstream_calls: int
     rounds: int
+    cpu_us_per_request: float | None = None
     ratio_to_passthrough: float | None = None
 
     @property
@@ -107,7 +118,13 @@ def _row(key: tuple[str, str, int], runs: list[Measurement]) -> Row:
         requests=sum(m.result.requests for m in runs),
         upstream_calls=sum(m.upstream_calls for m in runs),
         rounds=len(runs),
+        cpu_us_per_request=_median_or_none(m.cpu_us_per_request for m in runs),
     )
+
+
+def _median_or_none(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 _COLUMNS = (
@@ -122,6 +139,7 @@ _COLUMNS = (
     ("errors", 6, ">"),
     ("tokens", 6, ">"),
     ("upstr/req", 9, ">"),
+    ("cpu us/req", 10, ">"),
     ("vs pass", 7, ">"),
 )
 
@@ -147,11 +165,16 @@ def format_table(rows: list[Row]) -> str:
                     str(row.errors),
                     str(row.token_requests),
                     f"{upstream_share:.2f}",
-                    f"{ratio:.2f}" if ratio is not None else "-",
+                    _shown(row.cpu_us_per_request, ".0f"),
+                    _shown(ratio, ".2f"),
                 ]
             )
         )
     return "\n".join(lines)
+
+
+def _shown(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _line(cells: list[str]) -> str:
@@ -180,6 +203,7 @@ def measurement_dict(m: Measurement) -> dict[str, object]:
         **m.result.as_dict(),
         "token_requests": m.token_requests,
         "upstream_calls": m.upstream_calls,
+        "cpu_s": m.cpu_s,
     }
 
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from load import LoadResult, run_python_load
-from processes import Children
+from processes import Children, tree_cpu_s
 from report import (
     Measurement,
     format_table,
@@ -200,7 +200,9 @@ def _measure_rounds(
                 measure(target, "mix", max(c for _, c in plan), settings.warmup_s)
                 for workload, concurrency in plan:
                     before = backend_counters(context)
+                    cpu_before = _cpu_s(target)
                     result = measure(target, workload, concurrency, settings.duration_s)
+                    cpu_after = _cpu_s(target)
                     time.sleep(SETTLE_S)
                     spent = backend_counters(context) - before
 
@@ -212,10 +214,20 @@ def _measure_rounds(
                         result,
                         spent.token_requests,
                         spent.upstream_calls,
+                        _spent(cpu_before, cpu_after),
                     )
                     measurements.append(measurement)
                     _progress(settings.rounds, measurement)
     return measurements
+
+
+def _cpu_s(target: RunningTarget) -> float | None:
+    # The direct target is the backend, whose CPU is not the target's own.
+    return tree_cpu_s(target.child.pid) if target.child is not None else None
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def _measurer(settings: Settings, work_dir: Path) -> Measure:
