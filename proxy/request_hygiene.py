@@ -30,7 +30,7 @@ Message framing is mostly aiohttp's: both its parsers (llhttp and the pure-Pytho
 fallback) refuse Content-Length with Transfer-Encoding, repeated or non-numeric
 Content-Length, malformed chunk sizes, obs-fold (RFC 9112 §5.2), whitespace before a
 header colon (§5.1) and bare LF line ends (§2.2), and answer with a plain-text 400
-before any middleware runs. ``check_message_framing`` adds what both let through:
+before the proxy's handler runs. ``check_message_framing`` adds what both let through:
 a Transfer-Encoding other than exactly ``chunked`` (RFC 9112 §6.1), such as
 ``gzip, chunked``, whose gzip layer aiohttp never removes and the forwarder would
 pass on as if there were none, a

@@ -2,7 +2,7 @@
 
 Every attack goes over a raw socket on 127.0.0.1, because HTTP clients tidy up
 exactly the bytes under test. Rows answered by aiohttp's own parser get its
-plain-text 400 before any middleware runs, so only their status is checked; their
+plain-text 400 before the handler runs, so only their status is checked; their
 ids start with ``aiohttp-text``. The rest are refused by ``proxy.request_hygiene``
 in ``call_boundary``, with the proxy's JSON answer.
 """
