@@ -198,7 +198,7 @@ class Proxy:
         if own is not None:
             caller = None if own.probe else await self._admit(request, record)
             if method not in _READ_METHODS:
-                raise MethodNotAllowed(f"{raw_path} takes GET")
+                raise MethodNotAllowed(f"{raw_path} takes GET", allow="GET, HEAD")
             return await own.handler(self, request, record, caller)
 
         check_request_target(method, request.raw_path)
@@ -206,7 +206,7 @@ class Proxy:
         source = admin.refreshed_source(raw_path)
         if source is not None:
             if method != "POST":
-                raise MethodNotAllowed(f"{raw_path} takes POST")
+                raise MethodNotAllowed(f"{raw_path} takes POST", allow="POST")
             return await admin.refresh(self.holders, source, request, caller)
 
         match = self.routes.find(raw_path, raw_query)

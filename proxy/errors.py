@@ -79,8 +79,17 @@ class NoRoute(ProxyError):
 
 
 class MethodNotAllowed(ProxyError):
+    """RFC 9110 §15.5.6: a 405 names the methods the resource takes in Allow."""
+
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, detail: str, *, allow: str) -> None:
+        super().__init__(detail)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
 
 
 class BodyTooLarge(ProxyError):

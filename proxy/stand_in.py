@@ -45,7 +45,7 @@ class StandInTokens:
     def answer(self, request: web.BaseRequest) -> web.Response:
         """An RFC 6749 §5.1 answer carrying a fresh stand-in token."""
         if request.method != "POST":
-            raise MethodNotAllowed("the token endpoint takes POST")
+            raise MethodNotAllowed("the token endpoint takes POST", allow="POST")
         body = {
             "access_token": STAND_IN_PREFIX + secrets.token_urlsafe(32),
             "token_type": "Bearer",

@@ -50,6 +50,32 @@ async def test_unknown_path_is_404_no_route(make_proxy: ProxyFactory) -> None:
     await assert_proxy_error(response, 404, "no_route")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/readyz", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
+        ("GET", "/tokens/source/refresh", "POST"),
+    ],
+)
+async def test_own_endpoints_answer_other_methods_405_with_allow(
+    make_proxy: ProxyFactory,
+    upstream: tuple[RecordingUpstream, TestServer],
+    method: str,
+    path: str,
+    allow: str,
+) -> None:
+    """The proxy's own paths refuse other methods and say which they take."""
+    proxy = await make_proxy()
+
+    response = await proxy.request(method, path)
+
+    await assert_proxy_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == allow
+    assert upstream[0].calls == []
+
+
 async def test_prefix_matches_whole_segments_only(make_proxy: ProxyFactory) -> None:
     """``/inventoryx`` is not under ``/inventory``."""
     proxy = await make_proxy()

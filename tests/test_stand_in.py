@@ -103,6 +103,7 @@ async def test_stand_in_endpoint_takes_post_only(
     response = await proxy.get("/inventory/T/v1/oauth2/token")
 
     assert response.status == 405
+    assert response.headers["Allow"] == "POST"
     assert (await response.json())["error"] == "method_not_allowed"
     assert upstream[0].calls == []
 
