@@ -107,8 +107,8 @@ class CallTally(Collector):
         for upstream, tally in self._durations.items():
             cumulative = 0
             buckets: list[tuple[str, float]] = []
-            for name, count in zip(self._bucket_names, tally.counts, strict=True):
-                cumulative += count
+            for name, in_bucket in zip(self._bucket_names, tally.counts, strict=True):
+                cumulative += in_bucket
                 buckets.append((name, cumulative))
             durations.add_metric([upstream or "none"], buckets, tally.total_s)
         yield durations
