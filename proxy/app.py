@@ -43,7 +43,6 @@ from proxy.http_client import pooled_session
 from proxy.inbound_jwt import JwtVerifier
 from proxy.metrics import Metrics
 from proxy.observability import (
-    MALFORMED_REQUEST_LOGGER,
     CallRecord,
     bind_request_id,
     flush_logs,
@@ -52,11 +51,7 @@ from proxy.observability import (
 )
 from proxy.pacing import Backoff
 from proxy.redis_store import RedisTokenStore, open_token_store
-from proxy.request_hygiene import (
-    SERVER_LIMITS,
-    check_message_framing,
-    check_request_target,
-)
+from proxy.request_hygiene import check_message_framing, check_request_target
 from proxy.routing import RouteTable
 from proxy.shared_holder import SharedTokenHolder, expiry_reporter
 from proxy.source_config import OAuth2SourceConfig, StaticSourceConfig
@@ -69,15 +64,6 @@ log = structlog.get_logger("proxy.app")
 READY_WAIT_S = 2.0
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
-# What aiohttp's low-level server is given: bounded request lines and headers, and
-# bodies passed through undecoded so that a gzip-encoded request reaches the
-# upstream as the bytes it was labelled.
-SERVER_ARGS: Final[dict[str, Any]] = {
-    **SERVER_LIMITS,
-    "auto_decompress": False,
-    "logger": MALFORMED_REQUEST_LOGGER,
-    "access_log": None,
-}
 
 OwnEndpoint = Callable[
     ["Proxy", web.BaseRequest, CallRecord, Caller | None], Awaitable[web.Response]

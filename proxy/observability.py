@@ -220,9 +220,9 @@ def log_call_completed(
 class _MalformedRequestHandler(logging.Handler):
     """Turns aiohttp's parser-error records into one short structured line.
 
-    aiohttp answers malformed HTTP itself, before the handler runs, and logs the
-    error with a traceback that quotes the offending bytes, which may hold a
-    credential. Only the error's type reaches our log.
+    aiohttp refuses malformed HTTP before the handler runs, and logs the error with
+    a traceback that quotes the offending bytes, which may hold a credential. Only
+    the error's type reaches our log.
     """
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -29,18 +29,18 @@ request-target cannot hold.
 Message framing is mostly aiohttp's: both its parsers (llhttp and the pure-Python
 fallback) refuse Content-Length with Transfer-Encoding, repeated or non-numeric
 Content-Length, malformed chunk sizes, obs-fold (RFC 9112 §5.2), whitespace before a
-header colon (§5.1) and bare LF line ends (§2.2), and answer with a plain-text 400
-before the proxy's handler runs. ``check_message_framing`` adds what both let through:
-a Transfer-Encoding other than exactly ``chunked`` (RFC 9112 §6.1), such as
-``gzip, chunked``, whose gzip layer aiohttp never removes and the forwarder would
-pass on as if there were none, a
-Transfer-Encoding on an HTTP/1.0 request (§6.1: the framing is faulty), and any
+header colon (§5.1) and bare LF line ends (§2.2), before the proxy's handler runs
+(``proxy.http_server`` answers those with the JSON 400). ``check_message_framing``
+adds what both let through: a Transfer-Encoding other than exactly ``chunked`` (RFC
+9112 §6.1), such as ``gzip, chunked``, whose gzip layer aiohttp never removes and
+the forwarder would pass on as if there were none, a Transfer-Encoding on an
+HTTP/1.0 request (§6.1: the framing is faulty), and any
 version other than HTTP/1.0 and HTTP/1.1. Since the forwarder reads the whole body
 and sends it upstream with its own Content-Length, a request that aiohttp frames
 one way cannot reach an upstream framed another way.
 
-``SERVER_LIMITS`` bounds the request line and headers; aiohttp answers a request
-over them with its plain-text 400, never 431.
+``SERVER_LIMITS`` bounds the request line and headers; a request over them gets a
+400 from the parser, never 431.
 """
 
 from __future__ import annotations

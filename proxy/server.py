@@ -33,8 +33,9 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from proxy.app import SERVER_ARGS, Proxy
+from proxy.app import Proxy
 from proxy.config import ConfigError, ProxyConfig
+from proxy.http_server import ProxyHttpServer
 from proxy.metrics import MULTIPROC_ENV
 from proxy.observability import configure_logging
 
@@ -70,7 +71,7 @@ class ProxyServer:
         """Open the proxy and listen; on a listener error nothing stays open."""
         self.proxy = await Proxy.open(self.config)
         runner = web.ServerRunner(
-            web.Server(self.proxy.handle, **SERVER_ARGS),
+            ProxyHttpServer(self.proxy.handle),
             shutdown_timeout=self.config.server.shutdown_grace_s,
         )
         self._runner = runner

@@ -19,9 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from multidict import CIMultiDict
 
-from proxy.app import SERVER_ARGS, Proxy
+from proxy.app import Proxy
 from proxy.config import LogConfig, ProxyConfig
 from proxy.demo.identity_provider import IdentityProvider
+from proxy.http_server import ProxyHttpServer
 from proxy.observability import configure_logging, flush_logs
 
 CLIENT_ID = "oms"
@@ -197,8 +198,8 @@ def proxy_config(
 class ProxyTestServer(BaseTestServer):
     """The proxy for ``config`` on aiohttp's test server, served as ``serve`` does.
 
-    The proxy opens when the server starts (``SERVER_ARGS``, the low-level
-    ``web.Server``) and closes after the listener when the server closes.
+    The proxy opens when the server starts (``ProxyHttpServer``, as ``serve``
+    runs it) and closes after the listener when the server closes.
     """
 
     def __init__(self, config: ProxyConfig, **kwargs: Any) -> None:
@@ -207,11 +208,11 @@ class ProxyTestServer(BaseTestServer):
         self.proxy: Proxy | None = None
 
     async def _make_runner(self, **_kwargs: Any) -> web.ServerRunner:
-        # Exactly the production server's arguments: the test server's own
+        # Exactly the production server: the test server's own arguments
         # (handler_cancellation) would cancel a call whose caller hangs up, which
         # ``serve`` does not.
         self.proxy = await Proxy.open(self.config)
-        return web.ServerRunner(web.Server(self.proxy.handle, **SERVER_ARGS))
+        return web.ServerRunner(ProxyHttpServer(self.proxy.handle))
 
     async def close(self) -> None:
         await super().close()

@@ -1,10 +1,10 @@
 """Hostile requests at the proxy's port: each is refused and no upstream hears of it.
 
 Every attack goes over a raw socket on 127.0.0.1, because HTTP clients tidy up
-exactly the bytes under test. Rows answered by aiohttp's own parser get its
-plain-text 400 before the handler runs, so only their status is checked; their
-ids start with ``aiohttp-text``. The rest are refused by ``proxy.request_hygiene``
-in ``call_boundary``, with the proxy's JSON answer.
+exactly the bytes under test. Rows whose ids start with ``parser-`` are refused by
+aiohttp's parser before the handler runs (``proxy.http_server`` answers them); the
+rest by ``proxy.request_hygiene`` in the handler. Both answer with the proxy's JSON
+error.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from tests.conftest import (
     send_raw,
 )
 
-Answer = Literal["proxy", "aiohttp", "either"]
+# Who refuses: the proxy's checks, aiohttp's parser, or either (by parser build).
+Answer = Literal["proxy", "parser", "either"]
 
 MAX_BODY_BYTES = 1024
 LLHTTP = http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
@@ -75,7 +76,7 @@ def row(
     answer: Answer,
     *marks: pytest.MarkDecorator,
 ) -> object:
-    prefix = "aiohttp-text-" if answer == "aiohttp" else ""
+    prefix = "parser-" if answer == "parser" else ""
     return pytest.param(request, status, answer, id=prefix + row_id, marks=marks)
 
 
@@ -108,8 +109,8 @@ PATH_ESCAPES = [
     row("encoded-c1-control", get(b"/inventory/a%C2%85b"), 400, "proxy"),
     row("bad-percent", get(b"/inventory/a%zz"), 400, "proxy"),
     row("fragment", get(b"/inventory/a#/../../admin"), 400, "proxy"),
-    row("raw-nul", get(b"/inventory/a\x00b"), 400, "aiohttp"),
-    row("raw-tab", get(b"/inventory/a\tb"), 400, "aiohttp"),
+    row("raw-nul", get(b"/inventory/a\x00b"), 400, "parser"),
+    row("raw-tab", get(b"/inventory/a\tb"), 400, "parser"),
     # llhttp refuses raw UTF-8 itself; the pure-Python parser lets the proxy do it.
     row("raw-non-ascii", get("/inventory/café".encode()), 400, "either"),
 ]
@@ -123,7 +124,7 @@ TARGET_FORMS = [
         400,
         "proxy",
     ),
-    row("authority-form", get(b"elsewhere:443"), 400, "aiohttp"),
+    row("authority-form", get(b"elsewhere:443"), 400, "parser"),
     row(
         "connect",
         get(b"elsewhere:443", method=b"CONNECT"),
@@ -145,46 +146,44 @@ SMUGGLING = [
         "content-length-and-chunked",
         post(b"Content-Length: 6\r\n" + CHUNKED, b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "chunked-and-content-length",
         post(CHUNKED + b"Content-Length: 6\r\n", b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "two-content-lengths",
         post(b"Content-Length: 3\r\nContent-Length: 5\r\n", b"abcde"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
-        "content-length-list", post(b"Content-Length: 3, 3\r\n", b"abc"), 400, "aiohttp"
+        "content-length-list", post(b"Content-Length: 3, 3\r\n", b"abc"), 400, "parser"
     ),
     row(
-        "content-length-signed", post(b"Content-Length: +3\r\n", b"abc"), 400, "aiohttp"
+        "content-length-signed", post(b"Content-Length: +3\r\n", b"abc"), 400, "parser"
     ),
-    row("chunk-size-not-hex", post(CHUNKED, b"zz\r\nabc\r\n0\r\n\r\n"), 400, "aiohttp"),
-    row(
-        "chunk-size-negative", post(CHUNKED, b"-3\r\nabc\r\n0\r\n\r\n"), 400, "aiohttp"
-    ),
-    row("chunk-size-0x", post(CHUNKED, b"0x3\r\nabc\r\n0\r\n\r\n"), 400, "aiohttp"),
+    row("chunk-size-not-hex", post(CHUNKED, b"zz\r\nabc\r\n0\r\n\r\n"), 400, "parser"),
+    row("chunk-size-negative", post(CHUNKED, b"-3\r\nabc\r\n0\r\n\r\n"), 400, "parser"),
+    row("chunk-size-0x", post(CHUNKED, b"0x3\r\nabc\r\n0\r\n\r\n"), 400, "parser"),
     row(
         "chunk-size-overflow",
         post(CHUNKED, b"1" + b"0" * 17 + b"\r\nabc\r\n0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
         pytest.mark.skipif(
             not LLHTTP, reason="the pure-Python parser waits for 2**68 bytes instead"
         ),
     ),
-    row("chunk-bare-lf", post(CHUNKED, b"3\nabc\n0\n\n"), 400, "aiohttp"),
+    row("chunk-bare-lf", post(CHUNKED, b"3\nabc\n0\n\n"), 400, "parser"),
     row(
         "obs-fold-space",
         get(b"/inventory/x").replace(b"Connection", b"X-A: 1\r\n folded\r\nConnection"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "obs-fold-tab",
@@ -192,26 +191,26 @@ SMUGGLING = [
             b"Connection", b"X-A: 1\r\n\tfolded\r\nConnection"
         ),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "obs-fold-transfer-encoding",
         post(b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
-    row("te-gzip", post(b"Transfer-Encoding: gzip\r\n", b"abc"), 400, "aiohttp"),
+    row("te-gzip", post(b"Transfer-Encoding: gzip\r\n", b"abc"), 400, "parser"),
     row(
         "te-identity-with-length",
         post(b"Transfer-Encoding: identity\r\nContent-Length: 3\r\n", b"abc"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "te-chunked-then-gzip",
         post(b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "te-gzip-then-chunked",
@@ -223,9 +222,9 @@ SMUGGLING = [
         "te-xchunked",
         post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
-    row("te-twice", post(CHUNKED + CHUNKED, b"0\r\n\r\n"), 400, "aiohttp"),
+    row("te-twice", post(CHUNKED + CHUNKED, b"0\r\n\r\n"), 400, "parser"),
     row(
         "te-on-http-1.0",
         post(CHUNKED, b"0\r\n\r\n", version=b"HTTP/1.0"),
@@ -236,32 +235,32 @@ SMUGGLING = [
         "space-before-colon",
         post(b"Content-Length : 3\r\n", b"abc"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "space-before-colon-te",
         post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"),
         400,
-        "aiohttp",
+        "parser",
     ),
-    row("bare-lf", b"GET /inventory/x HTTP/1.1\nHost: proxy\n\n", 400, "aiohttp"),
+    row("bare-lf", b"GET /inventory/x HTTP/1.1\nHost: proxy\n\n", 400, "parser"),
     row(
         "bare-lf-in-headers",
         b"GET /inventory/x HTTP/1.1\r\nHost: proxy\nX-A: 1\r\n\r\n",
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "bare-cr-in-headers",
         b"GET /inventory/x HTTP/1.1\r\nHost: proxy\rX-A: 1\r\n\r\n",
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "two-hosts",
         get(b"/inventory/x").replace(b"Connection", b"Host: elsewhere\r\nConnection"),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "http-0.9",
@@ -282,22 +281,22 @@ LIMITS = [
         "request-line-over-limit",
         get(b"/inventory/" + b"a" * SERVER_LIMITS["max_line_size"]),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "header-over-limit",
         get(b"/inventory/x").replace(
             b"Connection",
-            b"X-A: " + b"a" * SERVER_LIMITS["max_field_size"] + b"\r\nConnection",
+            b"X-A: " + b"a" * (SERVER_LIMITS["max_field_size"] + 1) + b"\r\nConnection",
         ),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "too-many-headers",
         with_headers(SERVER_LIMITS["max_headers"] + 1),
         400,
-        "aiohttp",
+        "parser",
     ),
     row(
         "body-length-over-limit",
@@ -335,13 +334,13 @@ async def proxy_server(
 
 def assert_refused(response: RawResponse, status: int, answer: Answer) -> None:
     assert response.status == status, response.head + response.body.decode("latin-1")
-    is_json = "application/json" in response.head.lower()
-    if answer == "proxy" or (answer == "either" and is_json):
-        body = json.loads(response.body)
-        code = {400: "bad_request", 413: "body_too_large"}[status]
-        assert body["error"] == code
-        assert body["detail"]
-        assert body["request_id"]
+    assert "application/json" in response.head.lower(), answer
+    body = json.loads(response.body)
+    code = {400: "bad_request", 413: "body_too_large"}[status]
+    assert body["error"] == code
+    assert body["detail"]
+    assert body["request_id"]
+    assert f"x-request-id: {body['request_id']}" in response.head.lower()
 
 
 @pytest.mark.parametrize(
@@ -498,7 +497,8 @@ async def test_malformed_request_is_logged_without_its_bytes(
     upstream: tuple[RecordingUpstream, TestServer],
     logs: LogCapture,
 ) -> None:
-    """aiohttp's parser error becomes request.malformed; the credential stays out."""
+    """The parser's error is one request.malformed line and a JSON 400 with the same
+    request id; the credential is in neither."""
     proxy = await make_proxy()
     assert proxy.port is not None
     secret = b"Bearer partner-credential-8d1e"
@@ -515,3 +515,7 @@ async def test_malformed_request_is_logged_without_its_bytes(
     [line] = logs.events("request.malformed")
     assert line["level"] == "warning"
     assert secret.decode() not in logs.text
+    body = json.loads(response.body)
+    assert body["error"] == "bad_request"
+    assert body["request_id"] == line["request_id"]
+    assert secret not in response.body
