@@ -152,7 +152,7 @@ class RedisTokenStore:
         }
         if config.sentinel_master is not None:
             password = config.password.get_secret_value() if config.password else None
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it so
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8.2
                 config.sentinel_addresses(),
                 sentinel_kwargs=dict(options),
                 password=password,
@@ -215,7 +215,7 @@ class RedisTokenStore:
         finally:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(self.config.operation_timeout_s):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def close(self) -> None:
         """Close the pool (and the Sentinel connections); called on shutdown."""
