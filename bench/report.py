@@ -3,9 +3,11 @@
 Each (target, workload, concurrency) gets one row. Rates and latencies are the median
 over the rounds, so that one noisy round does not move them; counts (non-2xx, socket
 errors, token requests, requests, upstream calls) are totals over the rounds, so that
-a single failure anywhere shows. ``vs pass`` divides a row's rate by the pass-through's
-for the same workload and concurrency; ``spread`` is the range of the rates over the
-rounds as a share of the median, to tell a difference from noise.
+a single failure anywhere shows. ``vs pass`` is the median, over the rounds, of a
+row's rate divided by the pass-through's in the same round for the same workload and
+concurrency: runs seconds apart share the machine's mood, so the pairs cancel most of
+the noise that the rates themselves carry. ``spread`` is the range of the rates over
+the rounds as a share of the median, to tell a difference from noise.
 """
 
 from __future__ import annotations
@@ -91,13 +93,19 @@ def summarise(measurements: list[Measurement]) -> list[Row]:
         groups.setdefault((m.target, m.workload, m.concurrency), []).append(m)
 
     rows = [_row(key, runs) for key, runs in groups.items()]
-    baselines = {
-        (r.workload, r.concurrency): r.rps for r in rows if r.target == BASELINE
+    baseline_rps = {
+        (m.workload, m.concurrency, m.round): m.result.rps
+        for m in measurements
+        if m.target == BASELINE
     }
     for row in rows:
-        baseline = baselines.get((row.workload, row.concurrency))
-        if baseline:
-            row.ratio_to_passthrough = row.rps / baseline
+        ratios = [
+            m.result.rps / baseline
+            for m in groups[(row.target, row.workload, row.concurrency)]
+            if (baseline := baseline_rps.get((m.workload, m.concurrency, m.round)))
+        ]
+        if ratios:
+            row.ratio_to_passthrough = statistics.median(ratios)
     return rows
 
 

@@ -5,9 +5,11 @@
     .venv/bin/python bench/run.py --soak 300   # memory and tokens at a fixed rate
 
 Everything listens on 127.0.0.1 on free ports: a backend process (the upstream and
-its token endpoint, ``backend.py``), then each target in turn under the same load.
-Rounds alternate the targets (direct, passthrough, proxy, ..., direct, ...) so that
-machine noise hits them alike, and the table gives the median per target. wrk
+its token endpoint, ``backend.py``), then every target, each under the same load in
+turn. Each workload goes to one target after the other, seconds apart, in an order
+that reverses every round, so that machine noise hits them alike; the table gives
+the median per target, and each target's rate over the pass-through's in the same
+round. wrk
 drives the load when installed, else ``load.py``. Results go to stdout and to
 ``bench/results/<timestamp>.json`` with the machine's details.
 
@@ -18,6 +20,7 @@ starts is stopped when it ends, whatever way it ends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -190,35 +193,68 @@ def _measure_rounds(
     context: BenchContext,
     children: Children,
 ) -> list[Measurement]:
-    """Each round starts every target in turn, warms it up and runs its plan."""
-    measure = _measurer(settings, context.work_dir)
-    measurements = []
-    for round_number in range(1, settings.rounds + 1):
-        for name in active:
-            plan = settings.plan(name)
-            with started(name, context, children) as target:
-                measure(target, "mix", max(c for _, c in plan), settings.warmup_s)
-                for workload, concurrency in plan:
-                    before = backend_counters(context)
-                    cpu_before = _cpu_s(target)
-                    result = measure(target, workload, concurrency, settings.duration_s)
-                    cpu_after = _cpu_s(target)
-                    time.sleep(SETTLE_S)
-                    spent = backend_counters(context) - before
+    """Every target runs each workload in turn, a few seconds apart, every round.
 
-                    measurement = Measurement(
-                        name,
-                        workload,
-                        concurrency,
-                        round_number,
-                        result,
-                        spent.token_requests,
-                        spent.upstream_calls,
-                        _spent(cpu_before, cpu_after),
+    All targets are started and warmed up first; an idle one costs nothing. Each
+    workload then goes to one target after another, so that what the machine is
+    doing at the time (another VM on the host, say) falls on neighbouring runs of
+    different targets alike. The order reverses every other round, so that no
+    target is always the one that comes first or last.
+    """
+    runner = _Runner(settings, context, _measurer(settings, context.work_dir))
+    runs: list[tuple[str, int]] = []
+    for name in active:
+        runs += [run for run in settings.plan(name) if run not in runs]
+    measurements = []
+    with contextlib.ExitStack() as stack:
+        running = {
+            name: stack.enter_context(started(name, context, children))
+            for name in active
+        }
+        for name, target in running.items():
+            warmup_concurrency = max(c for _, c in settings.plan(name))
+            runner.load(target, "mix", warmup_concurrency, settings.warmup_s)
+        for round_number in range(1, settings.rounds + 1):
+            order = active if round_number % 2 else list(reversed(active))
+            for workload, concurrency in runs:
+                for name in order:
+                    if (workload, concurrency) not in settings.plan(name):
+                        continue
+                    measurement = runner.measure(
+                        running[name], workload, concurrency, round_number
                     )
                     measurements.append(measurement)
                     _progress(settings.rounds, measurement)
     return measurements
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """Measures one run: the load, and the backend's counters and CPU around it."""
+
+    settings: Settings
+    context: BenchContext
+    load: Measure
+
+    def measure(
+        self, target: RunningTarget, workload: str, concurrency: int, round_number: int
+    ) -> Measurement:
+        before = backend_counters(self.context)
+        cpu_before = _cpu_s(target)
+        result = self.load(target, workload, concurrency, self.settings.duration_s)
+        cpu_after = _cpu_s(target)
+        time.sleep(SETTLE_S)
+        spent = backend_counters(self.context) - before
+        return Measurement(
+            target.name,
+            workload,
+            concurrency,
+            round_number,
+            result,
+            spent.token_requests,
+            spent.upstream_calls,
+            _spent(cpu_before, cpu_after),
+        )
 
 
 def _cpu_s(target: RunningTarget) -> float | None:
