@@ -221,11 +221,17 @@ class Forwarder:
         upstream: aiohttp.ClientResponse,
         request_id: str,
     ) -> web.StreamResponse:
-        async with upstream:
-            length = upstream.content_length
-            small = length is not None and length <= _BUFFERED_BYTES
-            if small and request.method != "HEAD":
+        length = upstream.content_length
+        small = length is not None and length <= _BUFFERED_BYTES
+        if small and request.method != "HEAD":
+            # Read to its end, the answer has freed its connection; release() only
+            # tidies up after a failed read. Leaving a context manager would do the
+            # same twice over and wait on a request-body writer that it cancels.
+            try:
                 return _respond(await _read_whole(upstream))
+            finally:
+                upstream.release()
+        async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
