@@ -5,9 +5,9 @@ over the rounds, so that one noisy round does not move them; counts (non-2xx, so
 errors, token requests, requests, upstream calls) are totals over the rounds, so that
 a single failure anywhere shows. ``vs pass`` is the median, over the rounds, of a
 row's rate divided by the pass-through's in the same round for the same workload and
-concurrency: runs seconds apart share the machine's mood, so the pairs cancel most of
-the noise that the rates themselves carry. ``spread`` is the range of the rates over
-the rounds as a share of the median, to tell a difference from noise.
+concurrency. The pairs cancel what changes more slowly than the seconds between their
+two runs, not what changes faster. ``spread`` is the range of the rates over the
+rounds as a share of the median, to tell a difference from noise.
 """
 
 from __future__ import annotations

@@ -9,9 +9,8 @@ its token endpoint, ``backend.py``), then every target, each under the same load
 turn. Each workload goes to one target after the other, seconds apart, in an order
 that reverses every round, so that machine noise hits them alike; the table gives
 the median per target, and each target's rate over the pass-through's in the same
-round. wrk
-drives the load when installed, else ``load.py``. Results go to stdout and to
-``bench/results/<timestamp>.json`` with the machine's details.
+round. wrk drives the load when installed, else ``load.py``. Results go to stdout
+and to ``bench/results/<timestamp>.json`` with the machine's details.
 
 It is a benchmark, not a test: it asserts nothing about speed. Every process it
 starts is stopped when it ends, whatever way it ends.
