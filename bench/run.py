@@ -201,9 +201,10 @@ def _measure_rounds(
     target is always the one that comes first or last.
     """
     runner = _Runner(settings, context, _measurer(settings, context.work_dir))
+    plans = {name: settings.plan(name) for name in active}
     runs: list[tuple[str, int]] = []
-    for name in active:
-        runs += [run for run in settings.plan(name) if run not in runs]
+    for plan in plans.values():
+        runs += [run for run in plan if run not in runs]
     measurements = []
     with contextlib.ExitStack() as stack:
         running = {
@@ -211,13 +212,13 @@ def _measure_rounds(
             for name in active
         }
         for name, target in running.items():
-            warmup_concurrency = max(c for _, c in settings.plan(name))
+            warmup_concurrency = max(c for _, c in plans[name])
             runner.load(target, "mix", warmup_concurrency, settings.warmup_s)
         for round_number in range(1, settings.rounds + 1):
             order = active if round_number % 2 else list(reversed(active))
             for workload, concurrency in runs:
                 for name in order:
-                    if (workload, concurrency) not in settings.plan(name):
+                    if (workload, concurrency) not in plans[name]:
                         continue
                     measurement = runner.measure(
                         running[name], workload, concurrency, round_number

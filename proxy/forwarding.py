@@ -224,13 +224,7 @@ class Forwarder:
         length = upstream.content_length
         small = length is not None and length <= _BUFFERED_BYTES
         if small and request.method != "HEAD":
-            # Read to its end, the answer has freed its connection; release() only
-            # tidies up after a failed read. Leaving a context manager would do the
-            # same twice over and wait on a request-body writer that it cancels.
-            try:
-                return _respond(await _read_whole(upstream))
-            finally:
-                upstream.release()
+            return _respond(await _read_whole(upstream))
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
@@ -258,18 +252,24 @@ class Forwarder:
 
 
 async def _whole(pending: Awaitable[aiohttp.ClientResponse]) -> Answer:
-    async with await pending as upstream:
-        return await _read_whole(upstream)
+    return await _read_whole(await pending)
 
 
 async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
-    """The upstream's answer read to its end, for one write or for sharing."""
+    """The upstream's answer read to its end and released, for one write or sharing.
+
+    Read to its end, the answer has handed its connection back already; the one
+    ``release()`` only tidies up after a failed read. ``async with`` would release
+    twice and then wait on the request-body writer that the first release cancels.
+    """
     try:
         body = await upstream.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UpstreamUnreachable(
             f"the upstream broke off its answer ({type(exc).__name__})"
         ) from None
+    finally:
+        upstream.release()
     headers = end_to_end_headers(upstream.headers, _NOT_IN_WHOLE_ANSWER)
     return Answer(upstream.status, upstream.reason, headers, body)
 
