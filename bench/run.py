@@ -41,6 +41,7 @@ from report import (
 )
 from soak import SoakSettings, run_soak
 from targets import (
+    CONTROLS,
     ONLY_WORKLOADS,
     TARGETS,
     BenchContext,
@@ -396,7 +397,7 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument(
         "--soak-target",
         default="proxy",
-        choices=[t for t in TARGETS if t != "direct"],
+        choices=[t for t in TARGETS if t != "direct" and t not in CONTROLS],
         help="(%(default)s)",
     )
     soak.add_argument(
@@ -425,6 +426,7 @@ targets:
   direct        the backend itself, with a fixed valid bearer token
   passthrough   bench/passthrough.py: bare aiohttp forwarding, fixed token (the floor)
   proxy         inventory-proxy serve, 1 worker, info logging to a file
+  control       a second pass-through: its vs pass is the noise floor of that column
   proxy-2w      inventory-proxy serve --workers 2
   nginx         nginx with a fixed Authorization and a keep-alive upstream pool
   proxy-shared  1 worker with share_identical and cache_ttl_s = 1; hot workload only

@@ -3,6 +3,7 @@
     direct        the backend itself, with a fixed valid token
     passthrough   bench/passthrough.py, a bare aiohttp forwarder with a fixed token
     proxy         inventory-proxy serve, one worker, default (info) logging
+    control       a second pass-through, started and loaded like the first
     proxy-2w      inventory-proxy serve --workers 2
     nginx         nginx with a fixed Authorization header and a keep-alive pool
     proxy-shared  one worker with share_identical and cache_ttl_s on the upstream
@@ -35,7 +36,17 @@ from backend import (
 )
 from processes import Child, Children, free_port, get_json, wait_until_ok
 
-TARGETS = ("direct", "passthrough", "proxy", "proxy-2w", "nginx", "proxy-shared")
+TARGETS = (
+    "direct",
+    "passthrough",
+    "proxy",
+    "control",
+    "proxy-2w",
+    "nginx",
+    "proxy-shared",
+)
+# Copies of the baseline: their ratio to it is what noise alone makes of a ratio.
+CONTROLS = frozenset({"control"})
 PROXY_WORKERS = {"proxy": 1, "proxy-2w": 2, "proxy-shared": 1}
 ONLY_WORKLOADS = {"proxy-shared": frozenset({"hot"})}
 SHARED_SETTINGS = 'share_identical = ["POST /*/v1/availability/*"]\ncache_ttl_s = 1.0\n'
@@ -179,7 +190,7 @@ def started(
         return
 
     port = free_port()
-    if name == "passthrough":
+    if name == "passthrough" or name in CONTROLS:
         argv = [sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port)]
         argv += ["--upstream", context.backend_url]
         env = _env(BENCH_AUTHORIZATION=context.fixed_authorization)
