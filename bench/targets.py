@@ -22,7 +22,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,9 +180,20 @@ def skip_reason(name: str, context: BenchContext) -> str | None:
 
 @contextmanager
 def started(
-    name: str, context: BenchContext, children: Children
+    name: str,
+    context: BenchContext,
+    children: Children,
+    *,
+    wrapper: Sequence[str] = (),
+    python_path: str | None = None,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
 ) -> Iterator[RunningTarget]:
-    """Start ``name``, wait until it answers, and stop it when the block ends."""
+    """Start ``name``, wait until it answers, and stop it when the block ends.
+
+    ``wrapper`` goes in front of the target's command (a profiler, say), and
+    ``python_path`` is put first on the target's module path, so that an edited copy
+    of ``proxy/`` can be measured without installing it.
+    """
     if name == "direct":
         yield RunningTarget(
             name, context.backend_port, None, context.fixed_authorization
@@ -206,9 +217,11 @@ def started(
         env = _env(BENCH_IV_CLIENT_SECRET=context.proxy_client_secret)
         ready_path = "/readyz"
 
-    child = children.start(name, argv, env)
+    if python_path is not None:
+        env = {**(env if env is not None else os.environ), "PYTHONPATH": python_path}
+    child = children.start(name, [*wrapper, *argv], env)
     try:
-        wait_until_ok(child, port, ready_path, STARTUP_TIMEOUT_S)
+        wait_until_ok(child, port, ready_path, startup_timeout_s)
         yield RunningTarget(name, port, child)
     finally:
         children.stop(child)
