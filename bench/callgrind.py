@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/callgrind.py --target proxy
     .venv/bin/python bench/callgrind.py --target passthrough --cache-sim
-    .venv/bin/python bench/callgrind.py --target proxy --python-path /tmp/variant
+    .venv/bin/python bench/callgrind.py --cache-sim --rate 30 --python-path /tmp/variant
 
 On a shared machine a rate moves by tens of percent from one minute to the next;
 what a process executes per request hardly moves. This starts the backend and one
@@ -10,7 +10,9 @@ target with the target under valgrind's callgrind, loads it, and counts one span
 of that load: the counters are zeroed and, seconds later, dumped
 (``callgrind_control``) while the load goes on, then divided by the calls the
 backend received in between. ``--python-path`` measures an edited copy of
-``proxy/`` (a feature taken out, say) without installing it.
+``proxy/`` (a feature taken out, say) without installing it; ``--rate`` holds a
+fixed pace, because under full load the count per request moves with the rate the
+target reaches, and two variants are only comparable at the same one.
 
 Instructions undercount interpreted code: the interpreter's jumps miss the branch
 predictor and its code misses the instruction cache more often than C code does.
@@ -36,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from load import LoadResult, run_python_load
+from load import LoadResult, finish_python_load, start_python_load
 from processes import Children
 from targets import RunningTarget, backend_counters, start_backend, started
 from workloads import WORKLOADS, requests_for
@@ -164,16 +166,17 @@ def measure(args: argparse.Namespace, work_dir: Path) -> Counts:
 
 
 def _loader(args: argparse.Namespace, work_dir: Path) -> Load:
-    if args.load_generator == "python" or wrk_path() is None:
+    if args.rate is not None or args.load_generator == "python" or wrk_path() is None:
 
         def python_load(target: RunningTarget, duration_s: float) -> LoadResult:
-            return run_python_load(
+            process = start_python_load(
                 target.url,
                 args.workload,
                 connections=args.connections,
                 duration_s=duration_s,
-                authorization=None,
+                rate_per_s=args.rate,
             )
+            return finish_python_load(process, duration_s)
 
         return python_load
 
@@ -215,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--python-path", help="import proxy from here first (an edited copy)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="requests per second, fixed (bench/load.py), to compare variants "
+        "at the same pace: at full load the count moves with the rate",
     )
     parser.add_argument(
         "--load-generator",
