@@ -191,7 +191,7 @@ def started(
     """Start ``name``, wait until it answers, and stop it when the block ends.
 
     ``wrapper`` goes in front of the target's command (a profiler, say), and
-    ``python_path`` is put first on the target's module path, so that an edited copy
+    ``python_path`` goes first on the target's ``PYTHONPATH``, so that an edited copy
     of ``proxy/`` can be measured without installing it.
     """
     if name == "direct":
@@ -218,7 +218,10 @@ def started(
         ready_path = "/readyz"
 
     if python_path is not None:
-        env = {**(env if env is not None else os.environ), "PYTHONPATH": python_path}
+        env = dict(env if env is not None else os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            path for path in (python_path, env.get("PYTHONPATH")) if path
+        )
     child = children.start(name, [*wrapper, *argv], env)
     try:
         wait_until_ok(child, port, ready_path, startup_timeout_s)
