@@ -33,7 +33,9 @@ PROXY_CLIENT_ID = "bench-oms"
 FIXED_CLIENT_ID = "bench-fixed"
 PROXY_TOKEN_PATH = f"/inventory/{TENANT}/v1/oauth2/token"
 FIXED_TOKEN_PATH = "/_bench/oauth2/token"  # noqa: S105 - a path, not a secret
-FIXED_TOKEN_LIFETIME_S = 43200.0
+# IBM's token endpoints issue 12-hour tokens; the proxy's get the same by default.
+IBM_TOKEN_LIFETIME_S = 43200.0
+FIXED_TOKEN_LIFETIME_S = IBM_TOKEN_LIFETIME_S
 STATS_PATH = "/_stats"
 
 _NO_FUTURE_SUPPLY_TS = "2500-01-01T00:00:00.000+0000"
@@ -158,7 +160,7 @@ def main() -> None:
     """Serve the backend on 127.0.0.1 until SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--token-lifetime-s", type=float, default=43200.0)
+    parser.add_argument("--token-lifetime-s", type=float, default=IBM_TOKEN_LIFETIME_S)
     args = parser.parse_args()
 
     proxy_idp = IdentityProvider(

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend import IBM_TOKEN_LIFETIME_S
 from load import LoadResult, finish_python_load, start_python_load
 from processes import Children
 from targets import RunningTarget, backend_counters, start_backend, started
@@ -47,7 +48,6 @@ from wrk import run_wrk, write_script, wrk_path
 TARGETS = ("passthrough", "proxy")
 # Under valgrind the proxy takes tens of seconds to import its dependencies.
 STARTUP_TIMEOUT_S = 300.0
-TOKEN_LIFETIME_S = 43200.0
 # The load outlasts the dump, and gets this long to finish after it.
 _LOAD_AFTER_DUMP_S = 2.0
 _LOAD_GRACE_S = 60.0
@@ -136,7 +136,7 @@ def measure(args: argparse.Namespace, work_dir: Path) -> Counts:
         wrapper += ["--cache-sim=yes", "--branch-sim=yes"]
     with Children(work_dir) as children:
         context = start_backend(
-            children, work_dir, token_lifetime_s=TOKEN_LIFETIME_S, nginx_workers=1
+            children, work_dir, token_lifetime_s=IBM_TOKEN_LIFETIME_S, nginx_workers=1
         )
         with (
             started(

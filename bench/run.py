@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backend import IBM_TOKEN_LIFETIME_S
 from load import LoadResult, run_python_load
 from processes import Children, tree_cpu_s
 from report import (
@@ -55,7 +56,6 @@ from workloads import WORKLOADS, requests_for
 from wrk import run_wrk, write_script, wrk_path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-IBM_TOKEN_LIFETIME_S = 43200.0
 SOAK_TOKEN_LIFETIME_S = 10.0
 SETTLE_S = 0.2
 """Calls still in flight when wrk stops reach the backend within this; count them."""
