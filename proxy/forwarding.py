@@ -340,16 +340,27 @@ def end_to_end_headers(
     headers: CIMultiDictProxy[str],
     dropped: frozenset[str] = HOP_BY_HOP,
 ) -> CIMultiDict[str]:
-    """``headers`` without ``dropped`` ones, those Connection names, and Proxy-*."""
+    """``headers`` without ``dropped`` ones, those Connection names, and Proxy-*.
+
+    A name that comes more than once keeps every value, each under the name's
+    first spelling: aiohttp's client keeps only the last value of names that
+    differ in case (``X-Tenant``, then ``x-tenant``).
+    """
     # Copy in C, then pop only what is found: a call carries a handful of
     # headers, fewer than the names that may have to go.
     kept = CIMultiDict(headers)
-    for name in headers:
-        folded = name.lower()
-        if folded in dropped or folded.startswith("proxy-"):
-            kept.popall(name, None)
     if "Connection" in headers:
         for value in headers.getall("Connection"):
             for token in value.split(","):
                 kept.popall(token.strip(), None)
+    names = 0
+    for name in headers:  # each name once, as it was first spelled
+        folded = name.lower()
+        if folded in dropped or folded.startswith("proxy-"):
+            kept.popall(name, None)
+        elif name in kept:
+            names += 1
+    if len(kept) > names:
+        first = {name.lower(): name for name in kept}
+        kept = CIMultiDict((first[name.lower()], value) for name, value in kept.items())
     return kept

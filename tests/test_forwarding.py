@@ -13,7 +13,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.demo.identity_provider import IdentityProvider
-from tests.conftest import Call, LogCapture, ProxyFactory, RecordingUpstream
+from tests.conftest import (
+    Call,
+    LogCapture,
+    ProxyFactory,
+    RecordingUpstream,
+    send_raw,
+)
 
 AVAILABILITY = {
     "distributionGroupId": "DG_ONLINE",
@@ -267,6 +273,38 @@ async def test_proxy_adds_no_headers_the_caller_did_not_send(
 
     [call] = upstream[0].calls
     for name in ("Accept-Encoding", "Accept", "User-Agent", "Cookie"):
+        assert name not in call.headers, name
+
+
+async def test_caller_headers_arrive_as_sent_with_the_upstream_host(
+    make_proxy: ProxyFactory, upstream: tuple[RecordingUpstream, TestServer]
+) -> None:
+    """Repeated headers keep every value, in order, whatever the case of their names.
+
+    Only Host changes: the upstream's replaces the caller's, and comes first. Sent
+    raw, since a client would tidy the repeats up before they left.
+    """
+    proxy = await make_proxy()
+    request = (
+        "GET /inventory/x HTTP/1.1\r\n"
+        "Host: oms.example\r\n"
+        "X-Tenant: EU\r\n"
+        "x-tenant: DE\r\n"
+        "X-Channel: store\r\n"
+        "X-TENANT: FR\r\n"
+        "Connection: close\r\n\r\n"
+    )
+
+    response = await send_raw(proxy.port, request.encode())
+
+    assert response.status == 200
+    [call] = upstream[0].calls
+    _, server = upstream
+    assert call.headers.getall("X-Tenant") == ["EU", "DE", "FR"]
+    assert call.headers.getall("X-Channel") == ["store"]
+    assert call.headers.getall("Host") == [f"{server.host}:{server.port}"]
+    assert next(iter(call.headers)) == "Host"
+    for name in ("Content-Type", "Accept", "Accept-Encoding", "User-Agent"):
         assert name not in call.headers, name
 
 
