@@ -24,7 +24,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config import UpstreamConfig
 from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
 from proxy.holders import CredentialHolder
-from proxy.http_client import pooled_session
+from proxy.http_client import UpstreamPool
 from proxy.metrics import Metrics
 from proxy.observability import CallRecord, parse_address
 from proxy.routing import RouteMatch
@@ -89,8 +89,8 @@ class Forwarder:
         self._max_body_bytes = max_body_bytes
         self._trusted_proxies = trusted_proxies
         self._metrics = metrics or Metrics()
-        self._sessions = {
-            name: pooled_session(timeout=_timeout(up), tls=upstream_tls(up))
+        self._pools = {
+            name: UpstreamPool(timeout=_timeout(up), tls=upstream_tls(up))
             for name, up in upstreams.items()
         }
         self._sharing = {
@@ -99,8 +99,8 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close every upstream's connections."""
-        for session in self._sessions.values():
-            await session.close()
+        for pool in self._pools.values():
+            await pool.close()
 
     async def forward(
         self,
@@ -128,7 +128,7 @@ class Forwarder:
                 answer, outcome = await sharing.answer(
                     key,
                     lambda: _whole(
-                        self._exchange(method, match, headers, body, record)
+                        self._exchange(method, match, headers, body, record), match
                     ),
                 )
                 if outcome != "leader":
@@ -136,7 +136,7 @@ class Forwarder:
                 return _respond(answer)
 
         upstream = await self._exchange(method, match, headers, body, record)
-        return await self._stream_back(request, upstream, request_id)
+        return await self._stream_back(request, upstream, match, request_id)
 
     async def _exchange(
         self,
@@ -183,14 +183,11 @@ class Forwarder:
             "{token}", token.value
         )
         try:
-            return await self._sessions[match.route.name].request(
-                method, match.url, headers=headers, data=body, allow_redirects=False
+            return await self._pools[match.route.name].send(
+                method, match.url, headers, body
             )
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"upstream {match.route.name!r} did not answer within "
-                f"{upstream.timeout_s:g}s"
-            ) from None
+            raise _timed_out(match) from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(
                 f"upstream {match.route.name!r} could not be reached "
@@ -219,12 +216,13 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
+        match: RouteMatch,
         request_id: str,
     ) -> web.StreamResponse:
         length = upstream.content_length
         small = length is not None and length <= _BUFFERED_BYTES
         if small and request.method != "HEAD":
-            return _respond(await _read_whole(upstream))
+            return _respond(await _read_whole(upstream, match))
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
@@ -251,11 +249,13 @@ class Forwarder:
         return response
 
 
-async def _whole(pending: Awaitable[aiohttp.ClientResponse]) -> Answer:
-    return await _read_whole(await pending)
+async def _whole(
+    pending: Awaitable[aiohttp.ClientResponse], match: RouteMatch
+) -> Answer:
+    return await _read_whole(await pending, match)
 
 
-async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
+async def _read_whole(upstream: aiohttp.ClientResponse, match: RouteMatch) -> Answer:
     """The upstream's answer read to its end and released, for one write or sharing.
 
     Read to its end, the answer has handed its connection back already; the one
@@ -264,7 +264,9 @@ async def _read_whole(upstream: aiohttp.ClientResponse) -> Answer:
     """
     try:
         body = await upstream.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError:
+        raise _timed_out(match) from None
+    except aiohttp.ClientError as exc:
         raise UpstreamUnreachable(
             f"the upstream broke off its answer ({type(exc).__name__})"
         ) from None
@@ -281,6 +283,14 @@ def _respond(answer: Answer) -> web.Response:
         reason=answer.reason,
         body=answer.body,
         headers=answer.headers,
+    )
+
+
+def _timed_out(match: RouteMatch) -> UpstreamTimeout:
+    """The 504 for an answer, head or body, that the upstream's timeout cut off."""
+    return UpstreamTimeout(
+        f"upstream {match.route.name!r} did not answer within "
+        f"{match.route.upstream.timeout_s:g}s"
     )
 
 
@@ -342,9 +352,9 @@ def end_to_end_headers(
 ) -> CIMultiDict[str]:
     """``headers`` without ``dropped`` ones, those Connection names, and Proxy-*.
 
-    A name that comes more than once keeps every value, each under the name's
-    first spelling: aiohttp's client keeps only the last value of names that
-    differ in case (``X-Tenant``, then ``x-tenant``).
+    Every other value stays, in order, however its name is spelled: a name sent
+    twice in different cases (``X-Tenant``, then ``x-tenant``) reaches the other
+    side twice.
     """
     # Copy in C, then pop only what is found: a call carries a handful of
     # headers, fewer than the names that may have to go.
@@ -353,14 +363,8 @@ def end_to_end_headers(
         for value in headers.getall("Connection"):
             for token in value.split(","):
                 kept.popall(token.strip(), None)
-    names = 0
-    for name in headers:  # each name once, as it was first spelled
+    for name in headers:
         folded = name.lower()
         if folded in dropped or folded.startswith("proxy-"):
             kept.popall(name, None)
-        elif name in kept:
-            names += 1
-    if len(kept) > names:
-        first = {name.lower(): name for name in kept}
-        kept = CIMultiDict((first[name.lower()], value) for name, value in kept.items())
     return kept
