@@ -45,7 +45,7 @@ from targets import RunningTarget, backend_counters, start_backend, started
 from workloads import WORKLOADS, requests_for
 from wrk import run_wrk, write_script, wrk_path
 
-TARGETS = ("passthrough", "proxy")
+TARGETS = ("passthrough", "passthrough-pool", "proxy")
 # Under valgrind the proxy takes tens of seconds to import its dependencies.
 STARTUP_TIMEOUT_S = 300.0
 # The load outlasts the dump, and gets this long to finish after it.

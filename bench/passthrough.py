@@ -9,7 +9,10 @@ nor streamed; the answers are small.
 
 It runs on aiohttp's low-level server (``web.Server``), as the proxy does: a
 ``web.Application`` adds routing and costs about 8 % more per call, so it would not
-be the floor.
+be the floor. It sends with ``ClientSession.request``, aiohttp's client as its
+documentation has it. ``--client pool`` sends through the proxy's own
+``UpstreamPool`` instead, which reaches past that API into aiohttp's connector as
+the proxy does: the floor for a forwarder built the proxy's way.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import signal
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.http_client import UpstreamPool
 from proxy.server import new_event_loop
 
 _NOT_FORWARDED = frozenset(
@@ -42,7 +46,7 @@ _NOT_FORWARDED = frozenset(
 )
 
 
-async def serve(port: int, upstream: str, authorization: str) -> None:
+async def serve(port: int, upstream: str, authorization: str, client: str) -> None:
     """Forward everything to ``upstream`` with ``authorization`` until SIGTERM."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256),
@@ -50,6 +54,24 @@ async def serve(port: int, upstream: str, authorization: str) -> None:
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
     )
+    pool = UpstreamPool(timeout=aiohttp.ClientTimeout(total=300, sock_connect=30))
+
+    async def via_session(
+        method: str, url: URL, headers: CIMultiDict[str], body: bytes | None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        async with session.request(method, url, headers=headers, data=body) as answer:
+            return answer.status, answer.headers, await answer.read()
+
+    async def via_pool(
+        method: str, url: URL, headers: CIMultiDict[str], body: bytes | None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        answer = await pool.send(method, url, headers, body)
+        try:
+            return answer.status, answer.headers, await answer.read()
+        finally:
+            answer.release()
+
+    answer_of = via_pool if client == "pool" else via_session
 
     async def forward(request: web.BaseRequest) -> web.Response:
         headers = CIMultiDict(
@@ -61,16 +83,15 @@ async def serve(port: int, upstream: str, authorization: str) -> None:
         body = await request.read()
 
         url = URL(upstream + request.raw_path, encoded=True)
-        async with session.request(
-            request.method, url, headers=headers, data=body or None
-        ) as answer:
-            payload = await answer.read()
-            kept = CIMultiDict(
-                (name, value)
-                for name, value in answer.headers.items()
-                if name.lower() not in _NOT_FORWARDED
-            )
-        return web.Response(status=answer.status, headers=kept, body=payload)
+        status, answer_headers, payload = await answer_of(
+            request.method, url, headers, body or None
+        )
+        kept = CIMultiDict(
+            (name, value)
+            for name, value in answer_headers.items()
+            if name.lower() not in _NOT_FORWARDED
+        )
+        return web.Response(status=status, headers=kept, body=payload)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,6 +107,7 @@ async def serve(port: int, upstream: str, authorization: str) -> None:
     finally:
         await runner.cleanup()
         await session.close()
+        await pool.close()
 
 
 def main() -> None:
@@ -93,6 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:9000")
+    parser.add_argument(
+        "--client",
+        choices=("session", "pool"),
+        default="session",
+        help="ClientSession.request, or the proxy's UpstreamPool (%(default)s)",
+    )
     args = parser.parse_args()
 
     loop = new_event_loop()
@@ -102,6 +130,7 @@ def main() -> None:
                 args.port,
                 args.upstream.rstrip("/"),
                 os.environ["BENCH_AUTHORIZATION"],
+                args.client,
             )
         )
     finally:

@@ -136,7 +136,7 @@ def _median_or_none(values: Iterable[float | None]) -> float | None:
 
 
 _COLUMNS = (
-    ("target", 12, "<"),
+    ("target", 16, "<"),
     ("workload", 8, "<"),
     ("conc", 4, ">"),
     ("req/s", 8, ">"),

@@ -303,7 +303,7 @@ def _measurer(settings: Settings, work_dir: Path) -> Measure:
 def _progress(rounds: int, m: Measurement) -> None:
     r = m.result
     print(
-        f"[round {m.round}/{rounds}] {m.target:<12} {m.workload:<4} "
+        f"[round {m.round}/{rounds}] {m.target:<16} {m.workload:<4} "
         f"c={m.concurrency:<3} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms  non-2xx {r.non_2xx}  errors {r.errors}  "
         f"tokens {m.token_requests}",
@@ -425,6 +425,7 @@ _EPILOG = """\
 targets:
   direct        the backend itself, with a fixed valid bearer token
   passthrough   bench/passthrough.py: bare aiohttp forwarding, fixed token (the floor)
+  passthrough-pool  the same over the proxy's UpstreamPool, past aiohttp's public API
   proxy         inventory-proxy serve, 1 worker, info logging to a file
   control       a second pass-through: its vs pass is the noise floor of that column
   proxy-2w      inventory-proxy serve --workers 2

@@ -2,6 +2,7 @@
 
     direct        the backend itself, with a fixed valid token
     passthrough   bench/passthrough.py, a bare aiohttp forwarder with a fixed token
+    passthrough-pool  the same, sending through the proxy's UpstreamPool
     proxy         inventory-proxy serve, one worker, default (info) logging
     control       a second pass-through, started and loaded like the first
     proxy-2w      inventory-proxy serve --workers 2
@@ -41,12 +42,19 @@ TARGETS = (
     "passthrough",
     "proxy",
     "control",
+    "passthrough-pool",
     "proxy-2w",
     "nginx",
     "proxy-shared",
 )
 # Copies of the baseline: their ratio to it is what noise alone makes of a ratio.
 CONTROLS = frozenset({"control"})
+# How each bench/passthrough.py target sends upstream (its --client).
+PASSTHROUGH_CLIENTS = {
+    "passthrough": "session",
+    "control": "session",
+    "passthrough-pool": "pool",
+}
 PROXY_WORKERS = {"proxy": 1, "proxy-2w": 2, "proxy-shared": 1}
 ONLY_WORKLOADS = {"proxy-shared": frozenset({"hot"})}
 SHARED_SETTINGS = 'share_identical = ["POST /*/v1/availability/*"]\ncache_ttl_s = 1.0\n'
@@ -201,9 +209,10 @@ def started(
         return
 
     port = free_port()
-    if name == "passthrough" or name in CONTROLS:
+    if name in PASSTHROUGH_CLIENTS:
         argv = [sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port)]
         argv += ["--upstream", context.backend_url]
+        argv += ["--client", PASSTHROUGH_CLIENTS[name]]
         env = _env(BENCH_AUTHORIZATION=context.fixed_authorization)
         ready_path = STATS_PATH
     elif name == "nginx":

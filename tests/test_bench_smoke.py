@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 RUN = Path(__file__).resolve().parent.parent / "bench" / "run.py"
-TARGETS = ("direct", "passthrough", "proxy", "control")
+TARGETS = ("direct", "passthrough", "passthrough-pool", "proxy", "control")
 WORKLOADS = ("get", "post", "hot")
 HOT_CONCURRENCY = 64
 QUICK_CONCURRENCY = 8
