@@ -105,7 +105,6 @@ class UpstreamPool:
         # refer to it for their loop and settings.
         self._session = _session_over(self._connector, timeout)
         self._timeout = timeout
-        self._tls = tls
 
     async def close(self) -> None:
         """Close every connection."""
@@ -164,7 +163,6 @@ class UpstreamPool:
                 loop=self._loop,
                 timer=timer,
                 session=self._session,
-                ssl=self._tls,
             )
             try:
                 return await self._exchange(request, timer)
@@ -174,10 +172,8 @@ class UpstreamPool:
                 if retries == 0:
                     raise
                 retries -= 1
-            except aiohttp.ClientError:
-                raise
             except OSError as exc:
-                if isinstance(exc, TimeoutError):
+                if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError too
                     raise
                 raise aiohttp.ClientOSError(*exc.args) from exc
 
